@@ -1,0 +1,119 @@
+"""The computational grid: the one source of shapes and coordinates in vaeinv.
+
+A :class:`Grid` is a uniform rectangle of ``ny x nx`` cells on ``[0, lx] x [0, ly]``.
+Fields on it are tensors shaped ``(..., ny, nx)`` indexed ``[iy, ix]``, with ``iy = 0`` at
+``y = 0`` and ``ix = 0`` at ``x = 0`` (see the design note).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SIDES", "Grid"]
+
+#: Names of the four sides of the rectangle, in a fixed order.
+SIDES = ("left", "right", "bottom", "top")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A uniform cell-centred grid of ``ny`` rows by ``nx`` columns on ``[0, lx] x [0, ly]``.
+
+    Args:
+        nx: number of cells along x (columns), at least 1.
+        ny: number of cells along y (rows), at least 1.
+        lx: length of the domain along x, positive and finite.
+        ly: length of the domain along y, positive and finite.
+
+    Raises:
+        ValueError: a size that is not a positive integer, or a length that is not a positive
+            finite number.
+    """
+
+    nx: int
+    ny: int
+    lx: float = 1.0
+    ly: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("nx", "ny"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Grid {name} must be a positive integer, got {value!r}")
+        for name in ("lx", "ly"):
+            value = getattr(self, name)
+            try:
+                as_float = float(value)
+            except (TypeError, ValueError):
+                as_float = math.nan
+            if not (math.isfinite(as_float) and as_float > 0):
+                raise ValueError(f"Grid {name} must be a positive finite length, got {value!r}")
+            object.__setattr__(self, name, as_float)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)``: the trailing shape of every field on this grid."""
+        return (self.ny, self.nx)
+
+    @property
+    def num_cells(self) -> int:
+        """Total number of cells, ``nx * ny``."""
+        return self.nx * self.ny
+
+    @property
+    def dx(self) -> float:
+        """Cell width along x."""
+        return self.lx / self.nx
+
+    @property
+    def dy(self) -> float:
+        """Cell height along y."""
+        return self.ly / self.ny
+
+    @property
+    def cell_area(self) -> float:
+        """Area of one cell, ``dx * dy``."""
+        return self.dx * self.dy
+
+    def x_centers(self, dtype=torch.float64, device=None) -> torch.Tensor:
+        """Cell-centre x coordinates, shape ``(nx,)``."""
+        return (torch.arange(self.nx, dtype=dtype, device=device) + 0.5) * self.dx
+
+    def y_centers(self, dtype=torch.float64, device=None) -> torch.Tensor:
+        """Cell-centre y coordinates, shape ``(ny,)``."""
+        return (torch.arange(self.ny, dtype=dtype, device=device) + 0.5) * self.dy
+
+    def cell_centers(self, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell-centre coordinates ``(X, Y)``, each shaped ``(ny, nx)``."""
+        y, x = torch.meshgrid(
+            self.y_centers(dtype, device), self.x_centers(dtype, device), indexing="ij"
+        )
+        return x, y
+
+    def side_length(self, side: str) -> int:
+        """Number of cells along ``side`` (``ny`` for left/right, ``nx`` for bottom/top)."""
+        check_side(side)
+        return self.ny if side in ("left", "right") else self.nx
+
+    def contains(self, x: float, y: float) -> bool:
+        """Whether the point ``(x, y)`` lies in the closed domain."""
+        return 0.0 <= x <= self.lx and 0.0 <= y <= self.ly
+
+    def check_field(self, field: torch.Tensor, name: str = "field") -> None:
+        """Raise ``ValueError`` unless ``field`` is a tensor shaped ``(..., ny, nx)``."""
+        if not isinstance(field, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(field).__name__}")
+        if field.dim() < 2 or tuple(field.shape[-2:]) != self.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(field.shape)}, expected (..., {self.ny}, {self.nx}) "
+                f"(ny, nx) for {self}"
+            )
+
+
+def check_side(side: str) -> None:
+    """Raise ``ValueError`` unless ``side`` is one of :data:`SIDES`."""
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}; expected one of {', '.join(SIDES)}")
