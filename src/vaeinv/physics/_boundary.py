@@ -52,8 +52,8 @@ class FlowSetup:
     def cell_of(self, x: float, y: float) -> tuple[int, int]:
         """``(iy, ix)`` of the cell containing ``(x, y)`` (the upper cell on a shared edge)."""
         g = self.grid
-        ix = min(int(math.floor(x / g.dx)), g.nx - 1)
-        iy = min(int(math.floor(y / g.dy)), g.ny - 1)
+        ix = min(math.floor(x / g.dx), g.nx - 1)
+        iy = min(math.floor(y / g.dy), g.ny - 1)
         return iy, ix
 
 

@@ -198,7 +198,9 @@ class MultigridPCG:
     def precondition(self, r: torch.Tensor) -> torch.Tensor:
         return self._vcycle(0, r)
 
-    def solve(self, b: torch.Tensor, x0: torch.Tensor | None = None) -> tuple[torch.Tensor, SolveInfo]:
+    def solve(
+        self, b: torch.Tensor, x0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, SolveInfo]:
         op = self.levels[0]
         bnorm = _norm(b)
         scale = bnorm.clamp_min(torch.finfo(b.dtype).tiny)
@@ -271,6 +273,7 @@ class BlockCholesky:
         ny = op.ny
         y = torch.empty_like(b)
         x = torch.empty_like(b)
+        s_prev = torch.zeros_like(b[:, 0])
         for j in range(ny):
             y[:, j] = b[:, j] if j == 0 else b[:, j] + op.tyi[:, j - 1] * s_prev
             s_prev = self._apply_schur_inverse(j, y[:, j])

@@ -143,7 +143,7 @@ class DarcyFlow:
 
     def rhs(self, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
         """The right-hand side ``b``: cell sources and wells plus the Dirichlet face terms."""
-        b = self._rates.to(dtype=tx.dtype, device=tx.device).expand(tx.shape[:-1] + (-1,))
+        b = self._rates.to(dtype=tx.dtype, device=tx.device).expand(*tx.shape[:-1], -1)
         b = b.clone()
         pd = self._boundary_values(tx)
         if "left" in pd:
@@ -243,7 +243,9 @@ class DarcyFlow:
 
         self._check(log_k)
         if log_k.dim() != 2:
-            raise ValueError(f"linear_system takes one field (ny, nx), got shape {tuple(log_k.shape)}")
+            raise ValueError(
+                f"linear_system takes one field (ny, nx), got shape {tuple(log_k.shape)}"
+            )
         with torch.no_grad():
             lk = log_k.detach().to("cpu", torch.float64)
             tx, ty = self.transmissibilities(lk)
@@ -253,11 +255,24 @@ class DarcyFlow:
             txi, tyi = op.txi[0].numpy(), op.tyi[0].numpy()
         ny, nx = self.grid.shape
         idx = np.arange(nx * ny).reshape(ny, nx)
-        rows = [idx.ravel(), idx[:, :-1].ravel(), idx[:, 1:].ravel(), idx[:-1].ravel(), idx[1:].ravel()]
-        cols = [idx.ravel(), idx[:, 1:].ravel(), idx[:, :-1].ravel(), idx[1:].ravel(), idx[:-1].ravel()]
+        rows = [
+            idx.ravel(),
+            idx[:, :-1].ravel(),
+            idx[:, 1:].ravel(),
+            idx[:-1].ravel(),
+            idx[1:].ravel(),
+        ]
+        cols = [
+            idx.ravel(),
+            idx[:, 1:].ravel(),
+            idx[:, :-1].ravel(),
+            idx[1:].ravel(),
+            idx[:-1].ravel(),
+        ]
         vals = [diag, -txi.ravel(), -txi.ravel(), -tyi.ravel(), -tyi.ravel()]
         a = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(nx * ny,) * 2
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(nx * ny,) * 2,
         )
         return a, b
 

@@ -34,9 +34,7 @@ class PointSensors:
             raise ValueError(f"xy must have shape (num_sensors, 2), got {pts.shape}")
         if not np.all(np.isfinite(pts)):
             raise ValueError("xy contains non-finite coordinates")
-        outside = [
-            i for i, (x, y) in enumerate(pts) if not grid.contains(float(x), float(y))
-        ]
+        outside = [i for i, (x, y) in enumerate(pts) if not grid.contains(float(x), float(y))]
         if outside:
             i = outside[0]
             raise ValueError(
@@ -62,7 +60,9 @@ class PointSensors:
         benchmark. Sensors are ordered row by row (x fastest).
         """
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= min(grid.nx, grid.ny):
-            raise ValueError(f"lattice size n must be an integer in [1, {min(grid.nx, grid.ny)}], got {n!r}")
+            raise ValueError(
+                f"lattice size n must be an integer in [1, {min(grid.nx, grid.ny)}], got {n!r}"
+            )
         kx = ((np.arange(n) + 0.5) * grid.nx / n).astype(int)
         ky = ((np.arange(n) + 0.5) * grid.ny / n).astype(int)
         yy, xx = np.meshgrid((ky + 0.5) * grid.dy, (kx + 0.5) * grid.dx, indexing="ij")
@@ -79,7 +79,7 @@ class PointSensors:
         return f"PointSensors({self.num_sensors} sensors on {self.grid})"
 
     def __call__(self, field: torch.Tensor) -> torch.Tensor:
-        """Sensor values of ``field`` ``(..., ny, nx)`` -> ``(..., num_sensors)``; differentiable."""
+        """Values of ``field`` ``(..., ny, nx)`` at the sensors: ``(..., num_sensors)``."""
         self.grid.check_field(field, "field")
         dev = field.device
         values = field[..., self._iy.to(dev), self._ix.to(dev)]  # (..., m, 4)

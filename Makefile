@@ -1,0 +1,37 @@
+# vaeinv developer commands. `make demo` and `make test` are the README's two set-up commands.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# The CPU wheel of torch is installed first: any other torch spec pulls a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: venv demo test lint bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vaeinv forward --nx 64 --ny 64 --seed 0 --out out/demo_forward.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check src tests benchmarks examples
+	$(BIN)/python -m ruff format --check src tests benchmarks examples
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/forward.py
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+clean:
+	rm -rf $(VENV) site out .pytest_cache .ruff_cache
