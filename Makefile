@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/forward.py
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) site out .pytest_cache .ruff_cache

@@ -29,11 +29,33 @@ Solvers:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["BlockCholesky", "DenseCholesky", "FluxOperator", "MultigridPCG", "SolveInfo"]
+
+
+@contextlib.contextmanager
+def flush_denormals(device: torch.device):
+    """Flush subnormal floats to zero on the CPU for the duration of the block, then restore.
+
+    The inverse Cholesky factors of the Schur complements decay geometrically away from the
+    diagonal; for some fields their far entries underflow into the subnormal range, where x86
+    arithmetic is ~100 x slower (measured: 245 ms instead of 4.7 ms per 64 x 64 field). Entries
+    below 2.2e-308 carry nothing at double precision, so they are flushed.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    tiny = torch.tensor([5e-324], dtype=torch.float64)
+    was_flushing = bool((tiny * 1.0 == 0).item())
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_flushing)
 
 
 class FluxOperator:
@@ -248,27 +270,41 @@ class BlockCholesky:
         ny, nx = op.ny, op.nx
         dtype, device = op.tx.dtype, op.tx.device
         eye = torch.eye(nx, dtype=dtype, device=device).expand(batch, nx, nx)
-        blocks = torch.diag_embed(op.diag)
-        if nx > 1:
-            blocks = blocks - torch.diag_embed(op.txi, 1) - torch.diag_embed(op.txi, -1)
         self.inv_factors = torch.empty(batch, ny, nx, nx, dtype=dtype, device=device)
         self.ok = torch.ones(batch, dtype=torch.bool, device=device)
-        schur = blocks[:, 0]
+        with flush_denormals(device):
+            self._factorise(op, eye)
+
+    def _factorise(self, op: FluxOperator, eye: torch.Tensor) -> None:
+        batch, ny, nx = op.diag.shape
+        dtype, device = op.diag.dtype, op.diag.device
         for j in range(ny):
-            if j > 0:
+            if j == 0:
+                schur = torch.zeros(batch, nx, nx, dtype=dtype, device=device)
+            else:
                 w = self.inv_factors[:, j - 1] * op.ty[:, j, None, :]
-                schur = blocks[:, j] - w.mT @ w
+                schur = torch.bmm(w.mT, w).neg_()
+            # add the tridiagonal block D_j of grid row j in place
+            schur.diagonal(dim1=-2, dim2=-1).add_(op.diag[:, j])
+            if nx > 1:
+                schur.diagonal(offset=1, dim1=-2, dim2=-1).sub_(op.txi[:, j])
+                schur.diagonal(offset=-1, dim1=-2, dim2=-1).sub_(op.txi[:, j])
             chol, info = torch.linalg.cholesky_ex(schur)
-            self.ok &= info == 0
-            # a failed factorisation is reported through `ok`; keep the sweep finite
-            chol = torch.where((info == 0)[:, None, None], chol, eye)
-            self.inv_factors[:, j] = torch.linalg.solve_triangular(chol, eye, upper=False)
+            if bool(info.any()):
+                # a failed factorisation is reported through `ok`; keep the sweep finite
+                self.ok &= info == 0
+                chol = torch.where((info == 0)[:, None, None], chol, eye)
+            torch.linalg.solve_triangular(chol, eye, upper=False, out=self.inv_factors[:, j])
 
     def _apply_schur_inverse(self, j: int, v: torch.Tensor) -> torch.Tensor:
         m = self.inv_factors[:, j]
         return (m.mT @ (m @ v[..., None]))[..., 0]
 
     def solve(self, b: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+        with flush_denormals(b.device):
+            return self._solve(b)
+
+    def _solve(self, b: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
         op = self.op
         ny = op.ny
         y = torch.empty_like(b)

@@ -42,7 +42,7 @@ class SolverWarning(RuntimeWarning):
 
 
 class DarcyFlow:
-    """Steady Darcy flow on a :class:`~vaeinv.Grid`, solved in torch (see the module docstring).
+    """Steady Darcy flow on a [`Grid`][vaeinv.Grid], solved in torch (see the module docstring).
 
     Args:
         grid: the grid; fields are ``(..., ny, nx)``.
@@ -59,12 +59,12 @@ class DarcyFlow:
             sensor noise); the direct solver reaches round-off.
         max_iter: iteration cap of multigrid CG.
         on_failure: what a failed solve does: ``"nan"`` (default) sets that field's pressure to
-            NaN and warns with :class:`SolverWarning` (a sampler counts it as a rejection);
-            ``"raise"`` raises :class:`SolverError`.
+            NaN and warns with [`SolverWarning`][vaeinv.physics.SolverWarning] (a sampler counts it as a rejection);
+            ``"raise"`` raises [`SolverError`][vaeinv.physics.SolverError].
 
     All arithmetic is in float64 whatever the input dtype; the result is cast back to the dtype
     of ``log_k``, so float32 input gets float32-rounded pressures (relative error ~1e-7).
-    ``last_info`` holds the :class:`SolveInfo` of the latest forward solve.
+    ``last_info`` holds the `SolveInfo` of the latest solve (forward, or adjoint in a backward).
     """
 
     def __init__(
@@ -308,13 +308,17 @@ class _AdjointSolve(torch.autograd.Function):
         flow._report(info)
         p = torch.where(info.converged[:, None, None], p, torch.nan)
         ctx.solver = solver
+        ctx.flow = flow
         ctx.save_for_backward(p)
         return p
 
     @staticmethod
     def backward(ctx, grad_p):
         (p,) = ctx.saved_tensors
-        lam, _ = ctx.solver.solve(grad_p.contiguous())
+        lam, info = ctx.solver.solve(grad_p.contiguous())
+        # a failed adjoint solve is reported like a failed forward solve; its gradient is NaN
+        ctx.flow._report(info)
+        lam = torch.where(info.converged[:, None, None], lam, torch.nan)
         grad_tx = grad_ty = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_tx = torch.zeros_like(p[..., :1]).expand(-1, -1, p.shape[-1] + 1).clone()

@@ -3,7 +3,7 @@
 FiPy discretises ``div(k grad p) + f = 0`` on a ``Grid2D`` with the same cell-centred finite
 volumes: the face coefficient is the harmonic mean of the two cells' ``k`` (the cell value on a
 boundary face) and a constrained (Dirichlet) face uses the half-cell distance. The linear system
-is solved by FiPy's SciPy LU solver. No gradients: use :class:`~vaeinv.physics.DarcyFlow` for
+is solved by FiPy's SciPy LU solver. No gradients: use [`DarcyFlow`][vaeinv.physics.DarcyFlow] for
 inversion, this class to check it or to plug into FiPy-based workflows.
 """
 
@@ -19,13 +19,16 @@ __all__ = ["DarcyFlowFiPy"]
 
 
 class DarcyFlowFiPy:
-    """Steady Darcy flow solved by FiPy; same constructor and :meth:`solve` as ``DarcyFlow``.
+    """Steady Darcy flow solved by FiPy; same constructor and `solve` as ``DarcyFlow``.
 
     Args:
-        grid, dirichlet, source, wells: as for :class:`~vaeinv.physics.DarcyFlow`.
+        grid: as for [`DarcyFlow`][vaeinv.physics.DarcyFlow].
+        dirichlet: as for `DarcyFlow`.
+        source: as for `DarcyFlow`.
+        wells: as for `DarcyFlow`.
         tolerance: residual tolerance handed to FiPy's LU solver.
 
-    The mesh, variables and boundary constraints are built once; each :meth:`solve` only updates
+    The mesh, variables and boundary constraints are built once; each `solve` only updates
     the permeability and re-solves. Fields of a batch are solved one after another.
     """
 
