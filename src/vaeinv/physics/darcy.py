@@ -59,7 +59,8 @@ class DarcyFlow:
             sensor noise); the direct solver reaches round-off.
         max_iter: iteration cap of multigrid CG.
         on_failure: what a failed solve does: ``"nan"`` (default) sets that field's pressure to
-            NaN and warns with [`SolverWarning`][vaeinv.physics.SolverWarning] (a sampler counts it as a rejection);
+            NaN and warns with [`SolverWarning`][vaeinv.physics.SolverWarning] (a sampler
+            counts it as a rejection);
             ``"raise"`` raises [`SolverError`][vaeinv.physics.SolverError].
 
     All arithmetic is in float64 whatever the input dtype; the result is cast back to the dtype
