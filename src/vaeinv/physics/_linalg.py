@@ -38,23 +38,30 @@ __all__ = ["BlockCholesky", "DenseCholesky", "FluxOperator", "MultigridPCG", "So
 
 
 @contextlib.contextmanager
-def flush_denormals(device: torch.device):
-    """Flush subnormal floats to zero on the CPU for the duration of the block, then restore.
+def flush_denormals(device: torch.device, serial: bool = False):
+    """On the CPU, flush subnormal floats to zero for the duration of the block, then restore.
 
     The inverse Cholesky factors of the Schur complements decay geometrically away from the
-    diagonal; for some fields their far entries underflow into the subnormal range, where x86
-    arithmetic is ~100 x slower (measured: 245 ms instead of 4.7 ms per 64 x 64 field). Entries
-    below 2.2e-308 carry nothing at double precision, so they are flushed.
+    diagonal; for high-contrast fields their far entries underflow into the subnormal range,
+    where x86 arithmetic is about 50 x slower (measured: 245 ms instead of 5 ms per 64 x 64
+    field). Entries below 2.2e-308 carry nothing at double precision, so they are flushed.
+    The flag is per thread: with ``serial=True`` the block also runs torch (and MKL) on the
+    calling thread only, so that no worker thread computes without the flag.
     """
     if device.type != "cpu":
         yield
         return
     tiny = torch.tensor([5e-324], dtype=torch.float64)
     was_flushing = bool((tiny * 1.0 == 0).item())
+    threads = torch.get_num_threads()
     torch.set_flush_denormal(True)
+    if serial:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
+        if serial:
+            torch.set_num_threads(threads)
         torch.set_flush_denormal(was_flushing)
 
 
@@ -173,6 +180,11 @@ class MultigridPCG:
         coarsest: coarsen until a level has at most this many cells, then factorise it densely.
         smoothing: red-black Gauss-Seidel sweeps before (and, reversed, after) the coarse
             correction.
+        over_correction: factor on the coarse-grid correction. Piecewise-constant prolongation
+            underestimates smooth errors; scaling the correction (Braess 1995; Vanek et al.)
+            restores near grid-independent convergence: on 64^2 / 128^2 / 256^2 random fields
+            the CG iteration counts fell from 34 / 51 / 72 to 16 / 19 / 21 with 1.8. Any value in
+            (0, 2) keeps the preconditioner symmetric positive definite.
     """
 
     def __init__(
@@ -182,8 +194,10 @@ class MultigridPCG:
         max_iter: int = 500,
         coarsest: int = 64,
         smoothing: int = 1,
+        over_correction: float = 1.8,
     ) -> None:
         self.rtol = rtol
+        self.over_correction = over_correction
         self.max_iter = max_iter
         self.smoothing = smoothing
         self.levels = [op]
@@ -212,7 +226,7 @@ class MultigridPCG:
         for _ in range(self.smoothing):
             x = self._gauss_seidel(level, x, b, (0, 1))
         r = b - op.matvec(x)
-        x = x + op.prolong(self._vcycle(level + 1, op.restrict(r)))
+        x = x + self.over_correction * op.prolong(self._vcycle(level + 1, op.restrict(r)))
         for _ in range(self.smoothing):
             x = self._gauss_seidel(level, x, b, (1, 0))
         return x
@@ -272,7 +286,7 @@ class BlockCholesky:
         eye = torch.eye(nx, dtype=dtype, device=device).expand(batch, nx, nx)
         self.inv_factors = torch.empty(batch, ny, nx, nx, dtype=dtype, device=device)
         self.ok = torch.ones(batch, dtype=torch.bool, device=device)
-        with flush_denormals(device):
+        with flush_denormals(device, serial=True):
             self._factorise(op, eye)
 
     def _factorise(self, op: FluxOperator, eye: torch.Tensor) -> None:
@@ -301,7 +315,7 @@ class BlockCholesky:
         return (m.mT @ (m @ v[..., None]))[..., 0]
 
     def solve(self, b: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
-        with flush_denormals(b.device):
+        with flush_denormals(b.device, serial=True):
             return self._solve(b)
 
     def _solve(self, b: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
