@@ -1,0 +1,38 @@
+"""Prior sample generators (training data) and reproducible datasets.
+
+- :class:`GaussianRandomField`: stationary Gaussian log-k, exact by circulant embedding, with
+  exponential, Gaussian or Matern covariance, anisotropy, rotation and uncertain length scales.
+- :class:`ChannelizedField`: sinuous channels, each facies its own Gaussian field (MDGM-like).
+- :class:`ThresholdedGaussianField`: binary media at a target porosity.
+- :func:`generate_dataset` / :func:`load_dataset`: safetensors files with their metadata.
+- :func:`coarsen`: block log-mean-exp upscaling of log-k.
+"""
+
+from __future__ import annotations
+
+from .binary import ThresholdedGaussianField
+from .channels import ChannelizedField
+from .coarsen import coarsen
+from .dataset import DATASET_FORMAT, FieldDataset, generate_dataset, load_dataset
+from .embedding import EmbeddingInfo, EmbeddingWarning
+from .gaussian import GaussianRandomField
+from .kernels import KERNELS, correlation
+from .registry import GENERATORS, FieldGenerator, generator_from_config
+
+__all__ = [
+    "DATASET_FORMAT",
+    "GENERATORS",
+    "KERNELS",
+    "ChannelizedField",
+    "EmbeddingInfo",
+    "EmbeddingWarning",
+    "FieldDataset",
+    "FieldGenerator",
+    "GaussianRandomField",
+    "ThresholdedGaussianField",
+    "coarsen",
+    "correlation",
+    "generate_dataset",
+    "generator_from_config",
+    "load_dataset",
+]
