@@ -144,14 +144,6 @@ def _ratio(num, den) -> str:
     return f"{num / den:.2f}"
 
 
-def _resolved(kind: str, n: int, device) -> str:
-    from vaeinv.physics.darcy import DIRECT_MAX_SIDE
-
-    if kind != "auto":
-        return kind
-    return "direct" if (device.type == "cpu" and n <= DIRECT_MAX_SIDE) else "multigrid"
-
-
 # ---------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -184,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SOLVER_KINDS,
         default=["direct", "multigrid"],
         help="vaeinv solver kind(s) to time; default: %(default)s "
-        "(auto picks direct on the CPU up to N = 96, multigrid above)",
+        "(auto: DarcyFlow.resolved_solver decides per grid, batch and device)",
     )
     p.add_argument("--device", default="cpu", help="torch device for vaeinv (default: cpu)")
     p.add_argument(
@@ -310,8 +302,8 @@ def main(args=None) -> dict:
         first = {}
         for kind in opts.solver:
             flow = DarcyFlow(grid, dirichlet=BOUNDARY, source=SOURCE, solver=kind)
-            resolved = _resolved(kind, n, device)
             for batch in opts.batches:
+                resolved = flow.resolved_solver(batch, device)
                 row = {
                     "n": n,
                     "batch": batch,

@@ -112,3 +112,12 @@ def test_converged_solve_reports_its_residual(grid):
     flow.solve(torch.zeros(2, 4, 6))
     info = flow.last_info
     assert bool(info.converged.all()) and float(info.relative_residual.max()) <= 1e-9
+
+
+def test_auto_solver_choice_follows_the_measured_crossovers():
+    assert DarcyFlow(Grid(32, 32)).resolved_solver(64) == "direct"
+    assert DarcyFlow(Grid(64, 64)).resolved_solver(1) == "direct"
+    assert DarcyFlow(Grid(64, 64)).resolved_solver(64) == "multigrid"
+    assert DarcyFlow(Grid(128, 96)).resolved_solver(1) == "multigrid"
+    assert DarcyFlow(Grid(16, 16)).resolved_solver(1, "cuda") == "multigrid"
+    assert DarcyFlow(Grid(128, 128), solver="direct").resolved_solver(64) == "direct"

@@ -29,8 +29,12 @@ __all__ = ["DarcyFlow", "SolverError", "SolverWarning"]
 SolverName = Literal["auto", "direct", "multigrid"]
 _SOLVERS = ("auto", "direct", "multigrid")
 _FAILURE_MODES = ("nan", "raise")
-#: largest shorter grid side for which ``solver="auto"`` picks the direct solver on the CPU
-DIRECT_MAX_SIDE = 96
+#: ``solver="auto"`` on the CPU picks the direct solver when the shorter grid side is at most
+#: ``DIRECT_MAX_SIDE``, or at most ``DIRECT_SMALL_BATCH_SIDE`` with fewer than
+#: ``DIRECT_SMALL_BATCH`` fields: the crossovers measured by ``benchmarks/forward.py``.
+DIRECT_MAX_SIDE = 32
+DIRECT_SMALL_BATCH_SIDE = 64
+DIRECT_SMALL_BATCH = 32
 
 
 class SolverError(RuntimeError):
@@ -53,8 +57,9 @@ class DarcyFlow:
             the cell that contains it.
         solver: ``"direct"`` (exact block Cholesky, ``O(ny nx^3)``), ``"multigrid"``
             (multigrid-preconditioned conjugate gradients, ``O(nx ny)`` per iteration) or
-            ``"auto"``: direct on the CPU when the shorter side has at most
-            ``DIRECT_MAX_SIDE`` cells, multigrid otherwise and on GPUs.
+            ``"auto"``: on the CPU, direct when the shorter side has at most 32 cells, or at
+            most 64 with fewer than 32 fields in the batch; multigrid otherwise and on GPUs
+            (the crossovers measured in ``benchmarks/forward.py``).
         rtol: relative residual at which multigrid CG stops (default ``1e-10``, far below any
             sensor noise); the direct solver reaches round-off.
         max_iter: iteration cap of multigrid CG.
@@ -158,13 +163,21 @@ class DarcyFlow:
         return b
 
     # ------------------------------------------------------------------ solving
+    def resolved_solver(self, batch: int, device: torch.device | str = "cpu") -> str:
+        """The solver (``"direct"`` or ``"multigrid"``) used for ``batch`` fields on ``device``."""
+        if self.solver != "auto":
+            return self.solver
+        side = min(self.grid.nx, self.grid.ny)
+        small = side <= DIRECT_MAX_SIDE or (
+            side <= DIRECT_SMALL_BATCH_SIDE and batch < DIRECT_SMALL_BATCH
+        )
+        return "direct" if (torch.device(device).type == "cpu" and small) else "multigrid"
+
     def _factorise(self, tx: torch.Tensor, ty: torch.Tensor):
-        kind = self.solver
-        if kind == "auto":
-            small = min(self.grid.nx, self.grid.ny) <= DIRECT_MAX_SIDE
-            kind = "direct" if (tx.device.type == "cpu" and small) else "multigrid"
-        if kind == "direct":
-            return _Transposed(tx, ty) if self.grid.nx > self.grid.ny else _Plain(tx, ty)
+        if self.resolved_solver(tx.shape[0], tx.device) == "direct":
+            if self.grid.nx > self.grid.ny:
+                return _Transposed(tx, ty)
+            return BlockCholesky(FluxOperator(tx, ty))
         return MultigridPCG(FluxOperator(tx, ty), rtol=self.rtol, max_iter=self.max_iter)
 
     def solve(self, log_k: torch.Tensor) -> torch.Tensor:
@@ -276,16 +289,6 @@ class DarcyFlow:
             shape=(nx * ny,) * 2,
         )
         return a, b
-
-
-class _Plain:
-    """Direct solver on the grid as it is (block size nx)."""
-
-    def __init__(self, tx, ty):
-        self.inner = BlockCholesky(FluxOperator(tx, ty))
-
-    def solve(self, b):
-        return self.inner.solve(b)
 
 
 class _Transposed:
