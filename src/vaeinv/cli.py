@@ -82,6 +82,44 @@ def _generate(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from pathlib import Path
+
+    from .fields import generate_dataset, load_dataset
+    from .recipes import load_recipe
+    from .vae import train
+
+    recipe = load_recipe(args.recipe)
+    out = Path(args.out)
+    data_file = out / "data.safetensors"
+    if data_file.exists():
+        data = load_dataset(data_file)
+        if data.metadata["seed"] != recipe.seed or data.metadata["num"] != recipe.num:
+            raise ValueError(
+                f"{data_file} holds {data.metadata['num']} fields of seed "
+                f"{data.metadata['seed']}, but the recipe asks for {recipe.num} of seed "
+                f"{recipe.seed}; remove the file or choose another --out"
+            )
+    else:
+        print(f"sampling {recipe.num} training fields (seed {recipe.seed}) ...")
+        data = generate_dataset(recipe.field_generator(), recipe.num, recipe.seed, data_file)
+    result = train(
+        recipe.vae,
+        recipe.training,
+        data.fields,
+        out / "run",
+        resume=args.resume,
+        progress=not args.no_progress,
+        grid=data.grid,
+        generator_config=data.metadata["config"],
+    )
+    print(
+        f"best epoch {result.best_epoch} (monitored loss {result.best_loss:.4g}); "
+        f"checkpoint: {out / 'run' / 'model.safetensors'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -104,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, required=True, help="seed (written into the file)")
     gen.add_argument("--out", required=True, help="output .safetensors file")
     gen.set_defaults(func=_generate)
+
+    trn = sub.add_parser("train", help="train a VAE prior from a recipe")
+    trn.add_argument("recipe", help="TOML recipe: data, [vae] and [training] settings")
+    trn.add_argument("--out", required=True, help="folder for data, checkpoints and history")
+    trn.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    trn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    trn.set_defaults(func=_train)
     return parser
 
 

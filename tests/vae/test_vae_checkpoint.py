@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
-from vae_helpers import tiny_config
 
 from vaeinv import Grid
 from vaeinv.vae import init_vae, load_checkpoint, save_checkpoint
+
+from vae_helpers import tiny_config
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from vae_helpers import tiny_config
 
 from vaeinv.vae import init_vae
+
+from vae_helpers import tiny_config
 
 
 @pytest.mark.parametrize(

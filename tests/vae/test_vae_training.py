@@ -5,9 +5,10 @@ import json
 import pytest
 import safetensors.torch
 import torch
-from vae_helpers import tiny_config, tiny_fields, tiny_train_config
 
 from vaeinv.vae import train, training
+
+from vae_helpers import tiny_config, tiny_fields, tiny_train_config
 
 
 def weights(path):

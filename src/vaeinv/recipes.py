@@ -1,0 +1,121 @@
+"""Prior recipes: the TOML files that say how a prior is made.
+
+A recipe names the training data (a field generator config, a number of fields and a seed),
+the VAE architecture and the training settings. ``vaeinv train RECIPE --out DIR`` turns it
+into a checkpoint; the shipped priors keep their recipe next to their weights
+(``vaeinv/priors/<name>/recipe.toml``), so every shipped prior can be rebuilt. Layout::
+
+    name = "gaussian64"
+    description = "..."
+
+    [data]
+    num = 8000
+    seed = 1
+
+    [data.generator]        # any field generator config (vaeinv.fields)
+    kind = "gaussian"
+    grid = { nx = 64, ny = 64 }
+
+    [vae]                   # vaeinv.vae.VAEConfig
+    [training]              # vaeinv.vae.TrainConfig
+
+Unknown keys anywhere are errors.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .fields import generator_from_config
+from .vae import TrainConfig, VAEConfig, from_dict
+
+__all__ = ["Recipe", "load_recipe"]
+
+_TOP_KEYS = ("name", "description", "data", "vae", "training")
+_DATA_KEYS = ("num", "seed", "generator")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated prior recipe.
+
+    Args:
+        name: the prior's name.
+        description: one line on what the prior is for.
+        num: number of training fields (validation taken from them).
+        seed: the seed of the training data.
+        generator: the field generator config (a dict as in ``vaeinv.fields``).
+        vae: the architecture.
+        training: the training settings.
+    """
+
+    name: str
+    description: str
+    num: int
+    seed: int
+    generator: dict[str, Any]
+    vae: VAEConfig
+    training: TrainConfig
+
+    def field_generator(self):
+        """The field generator the recipe trains on."""
+        return generator_from_config(self.generator)
+
+
+def _check_keys(table: dict, known: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown key {unknown[0]!r} in {where}; expected keys: {', '.join(known)}"
+        )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file.
+
+    Args:
+        path: the TOML file.
+
+    Raises:
+        ValueError: a missing file, invalid TOML, an unknown or missing key, an invalid value,
+            or a generator grid that does not match the VAE's ``ny x nx``.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"recipe {str(path)!r} does not exist")
+    try:
+        raw = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from None
+    _check_keys(raw, _TOP_KEYS, f"recipe {file.name}")
+    for key in ("name", "data", "vae", "training"):
+        if key not in raw:
+            raise ValueError(f"recipe {file.name} has no {key!r}")
+    data = raw["data"]
+    _check_keys(data, _DATA_KEYS, "[data]")
+    for key in _DATA_KEYS:
+        if key not in data:
+            raise ValueError(f"[data] of recipe {file.name} has no {key!r}")
+    for key in ("num", "seed"):
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (key == "num"):
+            raise ValueError(f"[data] {key} must be a non-negative integer, got {value!r}")
+    generator = generator_from_config(data["generator"])  # validates the generator config
+    vae = from_dict(VAEConfig, raw["vae"])
+    if (generator.grid.ny, generator.grid.nx) != (vae.ny, vae.nx):
+        raise ValueError(
+            f"the generator's grid is {generator.grid.ny} x {generator.grid.nx} but [vae] "
+            f"expects {vae.ny} x {vae.nx}"
+        )
+    return Recipe(
+        name=str(raw["name"]),
+        description=str(raw.get("description", "")),
+        num=data["num"],
+        seed=data["seed"],
+        generator=dict(data["generator"]),
+        vae=vae,
+        training=from_dict(TrainConfig, raw["training"]),
+    )
