@@ -87,7 +87,8 @@ def _train(args) -> int:
 
     from .fields import generate_dataset, load_dataset
     from .recipes import load_recipe
-    from .vae import train
+    from .vae import load_checkpoint, save_checkpoint, train
+    from .vae.calibration import fit_latent_gaussian
 
     recipe = load_recipe(args.recipe)
     out = Path(args.out)
@@ -113,9 +114,22 @@ def _train(args) -> int:
         grid=data.grid,
         generator_config=data.metadata["config"],
     )
+    checkpoint = out / "run" / "model.safetensors"
+    if recipe.calibrate:
+        fit_latent_gaussian(result.model, data.fields)
+        saved = load_checkpoint(checkpoint)
+        save_checkpoint(
+            checkpoint,
+            result.model,
+            grid=data.grid,
+            generator_config=data.metadata["config"],
+            train_config=saved.metadata.get("train_config"),
+            losses=saved.metadata.get("losses"),
+        )
+        print(f"fitted the latent Gaussian of the aggregate posterior on {recipe.num} fields")
     print(
         f"best epoch {result.best_epoch} (monitored loss {result.best_loss:.4g}); "
-        f"checkpoint: {out / 'run' / 'model.safetensors'}"
+        f"checkpoint: {checkpoint}"
     )
     return 0
 

@@ -56,6 +56,10 @@ class Prior:
         weights_sha256: hash of the weights, recorded with results.
         encoder: optional ``fields (B, ny, nx) -> (mu, logvar)`` (or ``mu``), for
             [`encode`][vaeinv.prior.Prior.encode].
+        latent_transform: optional module mapping the white latent ``w ~ N(0, I)`` to the
+            decoder's latent, with an ``inverse`` (a fitted
+            [`LatentGaussian`][vaeinv.vae.calibration.LatentGaussian]); ``decode`` applies it
+            first and ``encode`` returns the white latent.
 
     Raises:
         ValueError: an empty or non-positive ``latent_shape``.
@@ -69,6 +73,7 @@ class Prior:
         name: str | None = None,
         weights_sha256: str | None = None,
         encoder=None,
+        latent_transform: torch.nn.Module | None = None,
     ) -> None:
         latent_shape = tuple(latent_shape)
         if not latent_shape or any(int(s) != s or s < 1 for s in latent_shape):
@@ -78,6 +83,9 @@ class Prior:
         if isinstance(owner, torch.nn.Module):
             owner.eval().requires_grad_(False)
         self.encoder = encoder
+        if latent_transform is not None:
+            latent_transform = latent_transform.eval().requires_grad_(False)
+        self.latent_transform = latent_transform
         self.latent_shape = latent_shape
         self.latent_dim = math.prod(latent_shape)
         self.grid = grid
@@ -111,6 +119,7 @@ class Prior:
                 )
             path = _priors_folder() / str(name_or_path)
         ckpt = load_checkpoint(path)
+        latent = ckpt.model.latent_prior
         return cls(
             ckpt.model.decoder,
             ckpt.model.config.latent_shape,
@@ -118,6 +127,7 @@ class Prior:
             name=str(name_or_path),
             weights_sha256=ckpt.weights_sha256,
             encoder=ckpt.model.encode,
+            latent_transform=None if latent.is_identity else latent,
         )
 
     def _param(self) -> torch.Tensor | None:
@@ -148,6 +158,8 @@ class Prior:
         owner = getattr(self.encoder, "__self__", self.encoder)
         if isinstance(owner, torch.nn.Module):
             owner.to(device=device, dtype=dtype)
+        if self.latent_transform is not None:
+            self.latent_transform.to(device=device, dtype=dtype)
         return self
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,7 +177,10 @@ class Prior:
             got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"latent z has shape {got}, expected (..., {self.latent_dim})")
         lead = z.shape[:-1]
-        flat = z.to(self.device, self.dtype).reshape(-1, *self.latent_shape)
+        z = z.to(self.device, self.dtype)
+        if self.latent_transform is not None:
+            z = self.latent_transform(z)
+        flat = z.reshape(-1, *self.latent_shape)
         if cond is None:
             out = self.decoder(flat)
         else:
@@ -220,6 +235,8 @@ class Prior:
             cond = cond.reshape(flat.shape[0], *cond.shape[len(lead) :])
         out = self.encoder(flat, cond) if cond is not None else self.encoder(flat)
         mu = out[0] if isinstance(out, tuple) else out
+        if self.latent_transform is not None:
+            mu = self.latent_transform.inverse(mu)
         return mu.reshape(*lead, self.latent_dim)
 
     def latent_distribution(self) -> dist.Distribution:

@@ -7,6 +7,7 @@ into a checkpoint; the shipped priors keep their recipe next to their weights
 
     name = "gaussian64"
     description = "..."
+    calibrate = true        # fit the latent Gaussian after training (vaeinv.vae.calibration)
 
     [data]
     num = 8000
@@ -34,7 +35,7 @@ from .vae import TrainConfig, VAEConfig, from_dict
 
 __all__ = ["Recipe", "load_recipe"]
 
-_TOP_KEYS = ("name", "description", "data", "vae", "training")
+_TOP_KEYS = ("name", "description", "calibrate", "data", "vae", "training")
 _DATA_KEYS = ("num", "seed", "generator")
 
 
@@ -50,6 +51,8 @@ class Recipe:
         generator: the field generator config (a dict as in ``vaeinv.fields``).
         vae: the architecture.
         training: the training settings.
+        calibrate: after training, fit the latent prior to the aggregate posterior (see
+            `vaeinv.vae.calibration`); default true.
     """
 
     name: str
@@ -59,6 +62,7 @@ class Recipe:
     generator: dict[str, Any]
     vae: VAEConfig
     training: TrainConfig
+    calibrate: bool = True
 
     def field_generator(self):
         """The field generator the recipe trains on."""
@@ -110,7 +114,11 @@ def load_recipe(path: str | Path) -> Recipe:
             f"the generator's grid is {generator.grid.ny} x {generator.grid.nx} but [vae] "
             f"expects {vae.ny} x {vae.nx}"
         )
+    calibrate = raw.get("calibrate", True)
+    if not isinstance(calibrate, bool):
+        raise ValueError(f"calibrate must be true or false, got {calibrate!r}")
     return Recipe(
+        calibrate=calibrate,
         name=str(raw["name"]),
         description=str(raw.get("description", "")),
         num=data["num"],

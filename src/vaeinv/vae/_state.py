@@ -14,6 +14,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from .calibration import with_latent_prior
 from .checkpoint import check_safetensors, sha256_file, versions, write_json, write_safetensors
 
 __all__ = ["load_train_state", "save_train_state"]
@@ -88,9 +89,8 @@ def load_train_state(
     if actual != meta["sha256"]:
         raise ValueError(f"sha256 mismatch for {weights}: expected {meta['sha256']}, got {actual}")
     tensors = safetensors.torch.load_file(str(weights))
-    model.load_state_dict(
-        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
-    )
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(with_latent_prior(state, model), strict=True)
     generator.set_state(tensors["rng"])
     entries: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():

@@ -23,6 +23,7 @@ import safetensors.torch
 import torch
 
 from ..grid import Grid
+from .calibration import with_latent_prior
 from .config import VAEConfig, from_dict, to_dict
 from .networks import VAE, init_vae
 
@@ -227,7 +228,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise ValueError(f"{meta_path}: bad grid {metadata['grid']!r}: {err}") from None
     model = init_vae(config, seed=0)
     try:
-        model.load_state_dict(safetensors.torch.load_file(str(weights)), strict=True)
+        state = with_latent_prior(safetensors.torch.load_file(str(weights)), model)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{weights} does not fit its architecture: {err}") from None
     model.eval()

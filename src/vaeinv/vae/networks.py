@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .calibration import LatentGaussian
 from .config import VAEConfig
 
 __all__ = ["VAE", "Decoder", "Encoder", "init_vae"]
@@ -175,6 +176,8 @@ class VAE(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        # the latent prior to sample from: identity (N(0, I)) until fitted after training
+        self.latent_prior = LatentGaussian(config.latent_dim)
 
     def normalize(self, fields: torch.Tensor) -> torch.Tensor:
         """Fields in network units, ``(fields - field_shift) / field_scale``."""
