@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU wheel of torch is installed first: any other torch spec pulls a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: venv demo test lint bench docs clean
+.PHONY: venv demo test lint bench bench-latent docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forward.py
+	$(BIN)/python benchmarks/prior.py
+
+# the latent-size sweep trains four VAEs (about 10 minutes on 2 cores)
+bench-latent: $(STAMP)
+	$(BIN)/python benchmarks/latent_size.py
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
