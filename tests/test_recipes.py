@@ -59,9 +59,10 @@ def test_train_cli_makes_a_loadable_prior(tmp_path, capsys):
     assert prior.grid.shape == (8, 8) and prior.latent_dim == 16  # 4 x 4
     assert prior.sample(3, generator=0).shape == (3, 8, 8)
     # the same data file is reused; a recipe asking for other data is refused
-    recipe.write_text(TINY.replace("seed = 7", "seed = 8"))
-    assert main(["train", str(recipe), "--out", str(out), "--no-progress", "--resume"]) == 2
-    assert "remove the file or choose another --out" in capsys.readouterr().err
+    for edit in (("seed = 7", "seed = 8"), ("std = 0.5", "std = 0.6")):
+        recipe.write_text(TINY.replace(*edit))
+        assert main(["train", str(recipe), "--out", str(out), "--no-progress", "--resume"]) == 2
+        assert "remove the file or choose another --out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_train_cli_makes_a_loadable_prior(tmp_path, capsys):
     [
         (("[data]", "[data]\ncolour = 1"), "unknown key 'colour' in \\[data\\]"),
         (('name = "tiny"', 'name = "tiny"\nflavour = 2'), "unknown key 'flavour' in recipe"),
-        (("num = 24", "num = -3"), "num must be a non-negative integer"),
+        (("num = 24", "num = 0"), "num must be an integer >= 1, got 0"),
         (("nx = 8\nchannels", "nx = 16\nchannels"), "expects 8 x 16"),
         (("epochs = 2", "epochz = 2"), "epochz"),
     ],

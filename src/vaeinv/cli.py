@@ -95,11 +95,13 @@ def _train(args) -> int:
     data_file = out / "data.safetensors"
     if data_file.exists():
         data = load_dataset(data_file)
-        if data.metadata["seed"] != recipe.seed or data.metadata["num"] != recipe.num:
+        held = (data.metadata["num"], data.metadata["seed"], data.metadata["config"])
+        wanted = (recipe.num, recipe.seed, recipe.field_generator().config())
+        if held != wanted:
             raise ValueError(
-                f"{data_file} holds {data.metadata['num']} fields of seed "
-                f"{data.metadata['seed']}, but the recipe asks for {recipe.num} of seed "
-                f"{recipe.seed}; remove the file or choose another --out"
+                f"{data_file} holds {held[0]} fields of seed {held[1]} from {held[2]}, but the "
+                f"recipe asks for {wanted[0]} of seed {wanted[1]} from {wanted[2]}; remove the "
+                "file or choose another --out"
             )
     else:
         print(f"sampling {recipe.num} training fields (seed {recipe.seed}) ...")

@@ -184,6 +184,7 @@ class Prior:
         if cond is None:
             out = self.decoder(flat)
         else:
+            cond = cond.to(self.device, self.dtype)
             out = self.decoder(flat, cond=cond.reshape(flat.shape[0], *cond.shape[len(lead) :]))
         if out.dim() == 4 and out.shape[1] == 1:
             out = out[:, 0]
@@ -232,7 +233,7 @@ class Prior:
         lead = log_k.shape[:-2]
         flat = log_k.to(self.device, self.dtype).reshape(-1, *self.grid.shape)
         if cond is not None:
-            cond = cond.reshape(flat.shape[0], *cond.shape[len(lead) :])
+            cond = cond.to(self.device, self.dtype).reshape(flat.shape[0], *cond.shape[len(lead) :])
         out = self.encoder(flat, cond) if cond is not None else self.encoder(flat)
         mu = out[0] if isinstance(out, tuple) else out
         if self.latent_transform is not None:

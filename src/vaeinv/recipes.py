@@ -103,10 +103,10 @@ def load_recipe(path: str | Path) -> Recipe:
     for key in _DATA_KEYS:
         if key not in data:
             raise ValueError(f"[data] of recipe {file.name} has no {key!r}")
-    for key in ("num", "seed"):
+    for key, least in (("num", 1), ("seed", 0)):
         value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < (key == "num"):
-            raise ValueError(f"[data] {key} must be a non-negative integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"[data] {key} must be an integer >= {least}, got {value!r}")
     generator = generator_from_config(data["generator"])  # validates the generator config
     vae = from_dict(VAEConfig, raw["vae"])
     if (generator.grid.ny, generator.grid.nx) != (vae.ny, vae.nx):

@@ -46,7 +46,9 @@ def flush_denormals(device: torch.device, serial: bool = False):
     where x86 arithmetic is about 50 x slower (measured: 245 ms instead of 5 ms per 64 x 64
     field). Entries below 2.2e-308 carry nothing at double precision, so they are flushed.
     The flag is per thread: with ``serial=True`` the block also runs torch (and MKL) on the
-    calling thread only, so that no worker thread computes without the flag.
+    calling thread only, so that no worker thread computes without the flag. Both settings are
+    process-wide in torch: solves running concurrently from several Python threads may see each
+    other's settings (slower, never wrong).
     """
     if device.type != "cpu":
         yield
@@ -54,10 +56,10 @@ def flush_denormals(device: torch.device, serial: bool = False):
     tiny = torch.tensor([5e-324], dtype=torch.float64)
     was_flushing = bool((tiny * 1.0 == 0).item())
     threads = torch.get_num_threads()
-    torch.set_flush_denormal(True)
-    if serial:
-        torch.set_num_threads(1)
     try:
+        torch.set_flush_denormal(True)
+        if serial:
+            torch.set_num_threads(1)
         yield
     finally:
         if serial:

@@ -192,9 +192,7 @@ class DarcyFlow:
         self._check(log_k)
         batch_shape = log_k.shape[:-2]
         flat = log_k.reshape(-1, *self.grid.shape).to(torch.float64)
-        tx, ty = self.transmissibilities(flat)
-        b = self.rhs(tx, ty)
-        p = _AdjointSolve.apply(tx, ty, b, self)
+        p = _AdjointSolve.apply(flat, self)
         return p.reshape(*batch_shape, *self.grid.shape).to(log_k.dtype)
 
     def _report(self, info: SolveInfo) -> None:
@@ -303,39 +301,48 @@ class _Transposed:
 
 
 class _AdjointSolve(torch.autograd.Function):
-    """``p = A(tx, ty)^{-1} b`` with a discrete-adjoint backward that reuses the factorisation."""
+    """``p = A(log_k)^{-1} b(log_k)`` with a discrete-adjoint backward.
+
+    The backward solves ``A lambda = dL/dp`` with the forward's factorisation (or multigrid
+    hierarchy), forms ``dL/dT_f = -(lambda_i - lambda_j)(p_i - p_j)`` on every face (``b`` held
+    fixed) and ``dL/db = lambda``, and carries both back to ``log_k`` through the
+    transmissibilities by autograd. It is first-order only (``once_differentiable``): a second
+    derivative raises instead of coming out silently wrong.
+    """
 
     @staticmethod
-    def forward(ctx, tx, ty, b, flow: DarcyFlow):
-        solver = flow._factorise(tx.detach(), ty.detach())
-        p, info = solver.solve(b.detach())
+    def forward(ctx, log_k, flow: DarcyFlow):
+        tx, ty = flow.transmissibilities(log_k)
+        solver = flow._factorise(tx, ty)
+        p, info = solver.solve(flow.rhs(tx, ty))
         flow._report(info)
         p = torch.where(info.converged[:, None, None], p, torch.nan)
         ctx.solver = solver
         ctx.flow = flow
-        ctx.save_for_backward(p)
+        ctx.save_for_backward(log_k, p)
         return p
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_p):
-        (p,) = ctx.saved_tensors
+        log_k, p = ctx.saved_tensors
         lam, info = ctx.solver.solve(grad_p.contiguous())
         # a failed adjoint solve is reported like a failed forward solve; its gradient is NaN
         ctx.flow._report(info)
         lam = torch.where(info.converged[:, None, None], lam, torch.nan)
-        grad_tx = grad_ty = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_tx = torch.zeros_like(p[..., :1]).expand(-1, -1, p.shape[-1] + 1).clone()
-            grad_tx[..., 1:-1] = -(lam[..., 1:] - lam[..., :-1]) * (p[..., 1:] - p[..., :-1])
-            grad_tx[..., 0] = -lam[..., 0] * p[..., 0]
-            grad_tx[..., -1] = -lam[..., -1] * p[..., -1]
-        if ctx.needs_input_grad[1]:
-            grad_ty = torch.zeros_like(p[..., :1, :]).expand(-1, p.shape[-2] + 1, -1).clone()
-            grad_ty[..., 1:-1, :] = -(lam[..., 1:, :] - lam[..., :-1, :]) * (
-                p[..., 1:, :] - p[..., :-1, :]
-            )
-            grad_ty[..., 0, :] = -lam[..., 0, :] * p[..., 0, :]
-            grad_ty[..., -1, :] = -lam[..., -1, :] * p[..., -1, :]
-        if ctx.needs_input_grad[2]:
-            grad_b = lam
-        return grad_tx, grad_ty, grad_b, None
+        grad_tx = torch.zeros_like(p[..., :1]).expand(-1, -1, p.shape[-1] + 1).clone()
+        grad_tx[..., 1:-1] = -(lam[..., 1:] - lam[..., :-1]) * (p[..., 1:] - p[..., :-1])
+        grad_tx[..., 0] = -lam[..., 0] * p[..., 0]
+        grad_tx[..., -1] = -lam[..., -1] * p[..., -1]
+        grad_ty = torch.zeros_like(p[..., :1, :]).expand(-1, p.shape[-2] + 1, -1).clone()
+        grad_ty[..., 1:-1, :] = -(lam[..., 1:, :] - lam[..., :-1, :]) * (
+            p[..., 1:, :] - p[..., :-1, :]
+        )
+        grad_ty[..., 0, :] = -lam[..., 0, :] * p[..., 0, :]
+        grad_ty[..., -1, :] = -lam[..., -1, :] * p[..., -1, :]
+        with torch.enable_grad():
+            m = log_k.detach().requires_grad_()
+            tx, ty = ctx.flow.transmissibilities(m)
+            b = ctx.flow.rhs(tx, ty)
+            (grad_log_k,) = torch.autograd.grad((tx, ty, b), m, (grad_tx, grad_ty, lam))
+        return grad_log_k, None

@@ -76,7 +76,7 @@ def fit_latent_gaussian(model, fields: torch.Tensor, batch_size: int = 256) -> L
         variances.append(logvar.double().exp())
     mu = torch.cat(mus)
     loc = mu.mean(0)
-    cov = torch.cov(mu.T) + torch.diag(torch.cat(variances).mean(0))
+    cov = torch.cov(mu.T, correction=0) + torch.diag(torch.cat(variances).mean(0))
     prior = model.latent_prior
     prior.loc.copy_(loc.to(prior.loc))
     prior.scale_tril.copy_(torch.linalg.cholesky(cov).to(prior.scale_tril))
