@@ -12,6 +12,7 @@ import torch
 from ..grid import Grid
 
 __all__ = [
+    "ConfigMixin",
     "as_generator",
     "check_choice",
     "check_grid",
@@ -182,3 +183,24 @@ def kwargs_from_config(cls: type, kind: str, config: Mapping[str, Any]) -> dict[
         raise ValueError(f"{cls.__name__} config needs a 'grid' entry")
     kwargs["grid"] = grid_from_config(kwargs["grid"])
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+class ConfigMixin:
+    """``config()`` / ``from_config()`` for the generator dataclasses (their ``kind`` and every
+    constructor field, tuples written as lists), shared by all generators."""
+
+    kind: str
+
+    def config(self) -> dict[str, Any]:
+        """The generator as a JSON-able dict (with ``"kind"``), inverse of ``from_config``."""
+        out: dict[str, Any] = {"kind": self.kind, "grid": grid_config(self.grid)}
+        for f in dataclasses.fields(self):
+            if f.init and f.name != "grid":
+                value = getattr(self, f.name)
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]):
+        """Rebuild from ``config()``'s dict; unknown keys raise ``ValueError``."""
+        return cls(**kwargs_from_config(cls, cls.kind, config))

@@ -9,14 +9,19 @@ from typing import Any, ClassVar
 import torch
 
 from ..grid import Grid
-from ._checks import as_generator, check_grid, check_number, grid_config, kwargs_from_config
+from ._checks import (
+    ConfigMixin,
+    as_generator,
+    check_grid,
+    check_number,
+)
 from .gaussian import GaussianRandomField
 
 __all__ = ["ThresholdedGaussianField"]
 
 
 @dataclass(frozen=True, eq=False)
-class ThresholdedGaussianField:
+class ThresholdedGaussianField(ConfigMixin):
     """Binary media, ``1`` = pore and ``0`` = solid: a level set of a Gaussian random field.
 
     A standard (mean 0, sd 1) Gaussian field ``Z`` is drawn and a cell is pore where
@@ -75,19 +80,6 @@ class ThresholdedGaussianField:
     def gaussian_field(self) -> GaussianRandomField:
         """The underlying standard Gaussian field."""
         return self._field
-
-    def config(self) -> dict[str, Any]:
-        """The generator as a JSON-able dict (with ``"kind"``), inverse of :meth:`from_config`."""
-        gaussian = self._field.config()
-        out = {"kind": self.kind, "grid": grid_config(self.grid), "porosity": self.porosity}
-        for name in ("length_scale", "kernel", "nu", "anisotropy", "angle"):
-            out[name] = gaussian[name]
-        return out
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ThresholdedGaussianField:
-        """Rebuild from :meth:`config`'s dict; unknown keys raise ``ValueError``."""
-        return cls(**kwargs_from_config(cls, cls.kind, config))
 
     def sample(
         self,

@@ -11,11 +11,10 @@ import torch
 
 from ..grid import Grid
 from ._checks import (
+    ConfigMixin,
     as_generator,
     check_grid,
     check_range,
-    grid_config,
-    kwargs_from_config,
 )
 from .gaussian import GaussianRandomField
 
@@ -33,7 +32,7 @@ def _background_defaults() -> dict[str, Any]:
 
 
 @dataclass(frozen=True, eq=False)
-class ChannelizedField:
+class ChannelizedField(ConfigMixin):
     """Sinuous channels crossing the domain roughly left to right (MDGM-like channel facies).
 
     In coordinates scaled to the unit square, channel ``j`` has an axis through
@@ -97,20 +96,6 @@ class ChannelizedField:
                 {k: v for k, v in facies[-1].config().items() if k not in ("kind", "grid")},
             )
         set_(self, "_fields", tuple(facies))
-
-    def config(self) -> dict[str, Any]:
-        """The generator as a JSON-able dict (with ``"kind"``), inverse of :meth:`from_config`."""
-        out: dict[str, Any] = {"kind": self.kind, "grid": grid_config(self.grid)}
-        for f in fields(self):
-            if f.init and f.name != "grid":
-                value = getattr(self, f.name)
-                out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ChannelizedField:
-        """Rebuild from :meth:`config`'s dict; unknown keys raise ``ValueError``."""
-        return cls(**kwargs_from_config(cls, cls.kind, config))
 
     def sample(
         self,

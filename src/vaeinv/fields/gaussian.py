@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..grid import Grid
 from ._checks import (
+    ConfigMixin,
     as_generator,
     check_choice,
     check_grid,
     check_number,
     check_range,
-    grid_config,
-    kwargs_from_config,
 )
 from .embedding import EmbeddingInfo, initial_shape, sqrt_spectra
 from .kernels import KERNELS, correlation, scaled_distance
@@ -29,7 +28,7 @@ _CHUNK_ELEMENTS = 2**22
 
 
 @dataclass(frozen=True, eq=False)
-class GaussianRandomField:
+class GaussianRandomField(ConfigMixin):
     """Stationary Gaussian random field of log-permeability, ``mean + std * rho`` correlated.
 
     Samples are exact on the lattice of cell centres (circulant embedding, see
@@ -82,26 +81,6 @@ class GaussianRandomField:
         """``(low, high)`` of the length scale; equal ends when it is fixed."""
         ls = self.length_scale
         return ls if isinstance(ls, tuple) else (ls, ls)
-
-    def config(self) -> dict[str, Any]:
-        """The generator as a JSON-able dict (with ``"kind"``), inverse of :meth:`from_config`."""
-        ls = self.length_scale
-        return {
-            "kind": self.kind,
-            "grid": grid_config(self.grid),
-            "mean": self.mean,
-            "std": self.std,
-            "length_scale": list(ls) if isinstance(ls, tuple) else ls,
-            "kernel": self.kernel,
-            "nu": self.nu,
-            "anisotropy": self.anisotropy,
-            "angle": self.angle,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> GaussianRandomField:
-        """Rebuild from :meth:`config`'s dict; unknown keys raise ``ValueError``."""
-        return cls(**kwargs_from_config(cls, cls.kind, config))
 
     def kernel_value(self, dx, dy, length_scale: float | None = None) -> torch.Tensor:
         """The analytic covariance at displacement ``(dx, dy)``.
