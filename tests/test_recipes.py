@@ -85,3 +85,31 @@ def test_bad_recipes(tmp_path, edit, match):
 def test_missing_recipe(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_recipe(tmp_path / "nope.toml")
+
+
+def test_second_stage_table(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    stage = "\n[second_stage]\nseed = 4\nflow_fields = 100\n[second_stage.flow]\ncouplings = 2\n"
+    recipe.write_text(TINY + stage)
+    loaded = load_recipe(recipe)
+    assert loaded.second_stage == {
+        "seed": 4,
+        "residual_fields": 2000,
+        "flow_fields": 100,
+        "flow_epochs": 15,
+        "flow": {"couplings": 2},
+    }
+    assert loaded.flow_config().latent_shape == loaded.vae.latent_shape
+    assert load_recipe(_write(tmp_path, TINY)).flow_config() is None
+    with pytest.raises(ValueError, match=r"unknown key 'flows' in \[second_stage\]"):
+        load_recipe(_write(tmp_path, TINY + "\n[second_stage]\nflows = 1\n"))
+    with pytest.raises(ValueError, match="flow_epochs must be an integer >= 0, got -1"):
+        load_recipe(_write(tmp_path, TINY + "\n[second_stage]\nflow_epochs = -1\n"))
+    with pytest.raises(ValueError, match="couplings must be even, got 3"):
+        load_recipe(_write(tmp_path, TINY + "\n[second_stage.flow]\ncouplings = 3\n"))
+
+
+def _write(folder, text):
+    path = folder / "r.toml"
+    path.write_text(text)
+    return path

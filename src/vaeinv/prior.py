@@ -18,6 +18,7 @@ prior composes several of them and places their fields into the full grid.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from importlib.resources import files
 from pathlib import Path
@@ -58,8 +59,11 @@ class Prior:
             [`encode`][vaeinv.prior.Prior.encode].
         latent_transform: optional module mapping the white latent ``w ~ N(0, I)`` to the
             decoder's latent, with an ``inverse`` (a fitted
-            [`LatentGaussian`][vaeinv.vae.calibration.LatentGaussian]); ``decode`` applies it
-            first and ``encode`` returns the white latent.
+            [`LatentGaussian`][vaeinv.vae.calibration.LatentGaussian], or a latent flow
+            followed by it); ``decode`` applies it first and ``encode`` returns the white
+            latent.
+        residual: optional [`ResidualField`][vaeinv.vae.residual.ResidualField], the
+            decoder's residual; ``sample(..., residual=True)`` adds a draw of it.
 
     Raises:
         ValueError: an empty or non-positive ``latent_shape``.
@@ -74,6 +78,7 @@ class Prior:
         weights_sha256: str | None = None,
         encoder=None,
         latent_transform: torch.nn.Module | None = None,
+        residual=None,
     ) -> None:
         latent_shape = tuple(latent_shape)
         if not latent_shape or any(int(s) != s or s < 1 for s in latent_shape):
@@ -86,6 +91,7 @@ class Prior:
         if latent_transform is not None:
             latent_transform = latent_transform.eval().requires_grad_(False)
         self.latent_transform = latent_transform
+        self.residual = residual
         self.latent_shape = latent_shape
         self.latent_dim = math.prod(latent_shape)
         self.grid = grid
@@ -99,6 +105,10 @@ class Prior:
     def load(cls, name_or_path: str | Path) -> Prior:
         """Load a VAE checkpoint, by path or by the name of a shipped prior.
 
+        A folder may also hold a latent flow and a residual field (see
+        `vaeinv.vae.second_stage`); they are loaded with it, and ``weights_sha256`` then hashes
+        all three weight files together.
+
         Args:
             name_or_path: a checkpoint path (``.safetensors``, ``.json`` or a folder holding
                 ``model.safetensors``), or a name listed by
@@ -108,6 +118,7 @@ class Prior:
             ValueError: an unknown name (the known ones listed), or a bad checkpoint.
         """
         from .vae.checkpoint import load_checkpoint
+        from .vae.second_stage import FlowThenGaussian, load_latent_flow, load_residual
 
         path = Path(name_or_path)
         if not path.exists():
@@ -119,15 +130,29 @@ class Prior:
                 )
             path = _priors_folder() / str(name_or_path)
         ckpt = load_checkpoint(path)
-        latent = ckpt.model.latent_prior
+        latent = None if ckpt.model.latent_prior.is_identity else ckpt.model.latent_prior
+        digest = ckpt.weights_sha256
+        folder = ckpt.path.parent
+        flow = load_latent_flow(folder, ckpt.weights_sha256)
+        residual = load_residual(folder, ckpt.weights_sha256)
+        if flow is not None:
+            latent = FlowThenGaussian(flow[0], latent)
+        if flow is not None or residual is not None:
+            parts = [digest] + [x[1] for x in (flow, residual) if x is not None]
+            digest = hashlib.sha256(":".join(parts).encode()).hexdigest()
+        if residual is not None and residual[0].shape != ckpt.grid.shape:
+            raise ValueError(
+                f"{folder}: residual field of shape {residual[0].shape} on a {ckpt.grid} prior"
+            )
         return cls(
             ckpt.model.decoder,
             ckpt.model.config.latent_shape,
             ckpt.grid,
             name=str(name_or_path),
-            weights_sha256=ckpt.weights_sha256,
+            weights_sha256=digest,
             encoder=ckpt.model.encode,
-            latent_transform=None if latent.is_identity else latent,
+            latent_transform=latent,
+            residual=None if residual is None else residual[0],
         )
 
     def _param(self) -> torch.Tensor | None:
@@ -160,6 +185,8 @@ class Prior:
             owner.to(device=device, dtype=dtype)
         if self.latent_transform is not None:
             self.latent_transform.to(device=device, dtype=dtype)
+        if self.residual is not None:
+            self.residual.to(device=device)
         return self
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,6 +226,7 @@ class Prior:
         n: int,
         generator: torch.Generator | int | None = None,
         cond: torch.Tensor | None = None,
+        residual: bool = False,
     ) -> torch.Tensor:
         """``n`` prior draws ``log_k (n, ny, nx)`` (no gradient).
 
@@ -207,7 +235,14 @@ class Prior:
             generator: a CPU ``torch.Generator`` or a seed; ``None`` draws a fresh
                 OS-entropy seed (the global RNG is never used).
             cond: optional conditioning input, ``(n, ...)``.
+            residual: add a draw of the decoder's residual field (the full generative model
+                ``decoder(z) + r``) instead of returning the decoded mean ``decoder(z)``.
+
+        Raises:
+            ValueError: ``residual=True`` for a prior without a residual field.
         """
+        if residual and self.residual is None:
+            raise ValueError(f"{self!r} has no residual field; sample with residual=False")
         if isinstance(generator, int):
             generator = torch.Generator().manual_seed(generator)
         elif generator is None:
@@ -215,7 +250,10 @@ class Prior:
             generator.seed()
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=self.dtype)
         with torch.no_grad():
-            return self.decode(z.to(self.device), cond)
+            fields = self.decode(z.to(self.device), cond)
+        if residual:
+            fields = fields + self.residual.sample(n, generator, fields.dtype, fields.device)
+        return fields
 
     def encode(self, log_k: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's latent mean ``(..., latent_dim)`` of fields ``log_k (..., ny, nx)``.

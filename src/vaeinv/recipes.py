@@ -20,6 +20,14 @@ into a checkpoint; the shipped priors keep their recipe next to their weights
     [vae]                   # vaeinv.vae.VAEConfig
     [training]              # vaeinv.vae.TrainConfig
 
+    [second_stage]          # optional, after training (vaeinv.vae.second_stage)
+    seed = 7
+    residual_fields = 2000  # the decoder's residual field (0: none)
+    flow_fields = 40000     # fresh fields encoded to train the latent flow
+    flow_epochs = 15
+    [second_stage.flow]     # vaeinv.vae.flow.FlowConfig without latent_shape; absent: no flow
+    couplings = 8
+
 Unknown keys anywhere are errors.
 """
 
@@ -33,9 +41,11 @@ from typing import Any
 from .fields import generator_from_config
 from .vae import TrainConfig, VAEConfig, from_dict
 
-__all__ = ["Recipe", "load_recipe"]
+__all__ = ["Recipe", "fit_recipe_second_stage", "load_recipe"]
 
-_TOP_KEYS = ("name", "description", "calibrate", "data", "vae", "training")
+_TOP_KEYS = ("name", "description", "calibrate", "data", "vae", "training", "second_stage")
+_STAGE_KEYS = ("seed", "residual_fields", "flow_fields", "flow_epochs", "flow")
+_FLOW_KEYS = ("couplings", "hidden", "depth", "scale_limit")
 _DATA_KEYS = ("num", "seed", "generator")
 
 
@@ -53,6 +63,8 @@ class Recipe:
         training: the training settings.
         calibrate: after training, fit the latent prior to the aggregate posterior (see
             `vaeinv.vae.calibration`); default true.
+        second_stage: the ``[second_stage]`` table (seed, residual_fields, flow_fields,
+            flow_epochs and an optional ``flow`` table), or ``None``.
     """
 
     name: str
@@ -63,6 +75,15 @@ class Recipe:
     vae: VAEConfig
     training: TrainConfig
     calibrate: bool = True
+    second_stage: dict[str, Any] | None = None
+
+    def flow_config(self):
+        """The [`FlowConfig`][vaeinv.vae.flow.FlowConfig] of the second stage, or ``None``."""
+        from .vae.flow import FlowConfig
+
+        if self.second_stage is None or "flow" not in self.second_stage:
+            return None
+        return FlowConfig(self.vae.latent_shape, **self.second_stage["flow"])
 
     def field_generator(self):
         """The field generator the recipe trains on."""
@@ -117,7 +138,11 @@ def load_recipe(path: str | Path) -> Recipe:
     calibrate = raw.get("calibrate", True)
     if not isinstance(calibrate, bool):
         raise ValueError(f"calibrate must be true or false, got {calibrate!r}")
+    stage = raw.get("second_stage")
+    if stage is not None:
+        stage = _check_second_stage(stage, vae)
     return Recipe(
+        second_stage=stage,
         calibrate=calibrate,
         name=str(raw["name"]),
         description=str(raw.get("description", "")),
@@ -126,4 +151,40 @@ def load_recipe(path: str | Path) -> Recipe:
         generator=dict(data["generator"]),
         vae=vae,
         training=from_dict(TrainConfig, raw["training"]),
+    )
+
+
+def _check_second_stage(stage: dict, vae: VAEConfig) -> dict:
+    from .vae.flow import FlowConfig
+
+    _check_keys(stage, _STAGE_KEYS, "[second_stage]")
+    out = {"seed": 0, "residual_fields": 2000, "flow_fields": 40000, "flow_epochs": 15}
+    for key in ("seed", "residual_fields", "flow_fields", "flow_epochs"):
+        value = stage.get(key, out[key])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"[second_stage] {key} must be an integer >= 0, got {value!r}")
+        out[key] = value
+    if "flow" in stage:
+        _check_keys(stage["flow"], _FLOW_KEYS, "[second_stage.flow]")
+        FlowConfig(vae.latent_shape, **stage["flow"])  # validates
+        out["flow"] = dict(stage["flow"])
+    return out
+
+
+def fit_recipe_second_stage(recipe: Recipe, folder: str | Path, log=print) -> dict | None:
+    """Fit the recipe's ``[second_stage]`` (if any) for the trained prior in ``folder``."""
+    from .vae.second_stage import fit_second_stage
+
+    stage = recipe.second_stage
+    if stage is None:
+        return None
+    return fit_second_stage(
+        folder,
+        recipe.field_generator(),
+        seed=stage["seed"],
+        residual_fields=stage["residual_fields"],
+        flow_config=recipe.flow_config(),
+        flow_fields=stage["flow_fields"],
+        flow_epochs=stage["flow_epochs"],
+        log=log,
     )
