@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# invert the demo problem (problems/demo, about 3 minutes on 2 cores), then its report:
+# out/demo_report/ holds the summary table and the figures
 demo: $(STAMP)
-	$(BIN)/vaeinv forward --nx 64 --ny 64 --seed 0 --out out/demo_forward.png
+	$(BIN)/vaeinv invert demo --out out/demo.nc
+	$(BIN)/vaeinv report out/demo.nc --out out/demo_report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

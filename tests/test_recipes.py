@@ -113,3 +113,15 @@ def _write(folder, text):
     path = folder / "r.toml"
     path.write_text(text)
     return path
+
+
+def test_train_cli_fits_the_second_stage(tmp_path):
+    stage = "\n[second_stage]\nseed = 4\nresidual_fields = 16\nflow_fields = 40\nflow_epochs = 1\n"
+    stage += "[second_stage.flow]\ncouplings = 2\nhidden = 8\n"
+    recipe = _write(tmp_path, TINY + stage)
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    prior = Prior.load(out / "run")
+    assert prior.residual is not None and prior.residual.shape == (8, 8)
+    assert type(prior.latent_transform).__name__ == "FlowThenGaussian"
+    assert prior.sample(2, generator=0, residual=True).shape == (2, 8, 8)

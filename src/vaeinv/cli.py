@@ -129,10 +129,163 @@ def _train(args) -> int:
             losses=saved.metadata.get("losses"),
         )
         print(f"fitted the latent Gaussian of the aggregate posterior on {recipe.num} fields")
+    if recipe.second_stage is not None:
+        from .recipes import fit_recipe_second_stage
+
+        fit_recipe_second_stage(recipe, checkpoint.parent)
     print(
         f"best epoch {result.best_epoch} (monitored loss {result.best_loss:.4g}); "
         f"checkpoint: {checkpoint}"
     )
+    return 0
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with a TOML value (``0.3``, ``true``, ``"x"``); bare words are strings."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--option must be KEY=VALUE, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+def _check_finished(path, problem, settings: dict) -> None:
+    """``--resume`` on a finished result file: refuse one from another problem or run."""
+    from .inference.results import load
+
+    attrs = {k: getattr(v, "item", lambda v=v: v)() for k, v in load(path).attrs.items()}
+    wanted = {"problem": problem.name, **settings}
+    differ = [
+        f"{k}: {attrs.get(k)!r} in the file, {v!r} now"
+        for k, v in wanted.items()
+        if str(attrs.get(k)) != str(v)
+    ]
+    if differ:
+        raise ValueError(
+            f"cannot resume: {path} is a finished run of another problem or settings; "
+            + "; ".join(differ)
+        )
+
+
+def _invert(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from .problems import check_sampler_options, load_problem
+
+    problem = load_problem(args.problem)
+    defaults = problem.sampler_defaults
+    method = args.method or defaults.method
+    options = defaults.options_for(method)
+    options.update(_parse_option(text) for text in args.option)
+    options = check_sampler_options(method, options, "--option")
+    settings = {
+        "method": method,
+        "seed": defaults.seed if args.seed is None else args.seed,
+        "num_chains": defaults.num_chains if args.chains is None else args.chains,
+        "num_draws": defaults.num_draws if args.draws is None else args.draws,
+        "num_warmup": defaults.num_warmup if args.warmup is None else args.warmup,
+        "thin": defaults.thin if args.thin is None else args.thin,
+    }
+    if settings["thin"] != "auto":
+        try:
+            settings["thin"] = int(settings["thin"])
+        except ValueError:
+            raise ValueError(
+                f"--thin must be 'auto' or an integer, got {settings['thin']!r}"
+            ) from None
+    chunk_size = defaults.chunk_size if args.chunk_size is None else args.chunk_size
+    if args.device is not None:
+        try:
+            kind = torch.device(args.device).type
+        except RuntimeError:
+            raise ValueError(f"--device {args.device!r} is not a torch device") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    out = Path(args.out or f"out/{problem.name}.nc")
+    checkpoint = out.with_name(out.name + ".partial")
+    posterior = problem.posterior(prior=args.prior)
+    from .inference.results import save
+    from .inference.runner import resolve_thin, sample
+
+    thin_requested = settings["thin"]  # "auto" is resolved now, to print and compare
+    settings["thin"] = resolve_thin(
+        posterior,
+        thin_requested,
+        num_chains=settings["num_chains"],
+        num_draws=settings["num_draws"],
+    )
+    if args.resume and out.is_file() and not checkpoint.exists():
+        _check_finished(out, problem, {**settings, "prior_name": posterior.name})
+        print(f"{out} is already a finished run of {problem.name!r} with these settings")
+        return 0
+    if not args.resume and (checkpoint / "state.safetensors").is_file():
+        raise ValueError(
+            f"{checkpoint} holds an interrupted run: pass --resume to continue it, or delete "
+            "the folder to start again"
+        )
+    thin = settings["thin"]
+    auto = " (auto)" if thin_requested == "auto" else ""
+    print(
+        f"{problem.name}: {posterior.num_data} data, prior {posterior.name!r} "
+        f"({posterior.latent_dim} latents); {method}, {settings['num_chains']} chains x "
+        f"({settings['num_warmup']} warm-up + {settings['num_draws']}) iterations, "
+        f"thin {thin}{auto}: {settings['num_draws'] // thin} draws kept per chain, "
+        f"seed {settings['seed']}; checkpoints in {checkpoint}"
+    )
+    start = time.perf_counter()
+    try:
+        idata = sample(
+            posterior,
+            method,
+            **{k: v for k, v in settings.items() if k not in ("method", "thin")},
+            thin=thin_requested,
+            device=args.device,
+            checkpoint=checkpoint,
+            resume=args.resume,
+            chunk_size=chunk_size,
+            progress=not args.no_progress,
+            attrs=problem.attrs(),
+            **options,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: vaeinv invert {args.problem} --out {out} --resume "
+            "(and the same options)",
+            file=sys.stderr,
+        )
+        return 130
+    save(idata, out)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    stats = idata.sample_stats
+    counts = [f"mean acceptance {float(stats['acceptance_rate'].mean()):.3f}"]
+    for name, label in (("diverging", "divergences"), ("failed", "failed solves")):
+        if name in stats:
+            counts.append(f"{int(stats[name].sum())} {label}")
+    print(
+        f"wrote {out} in {time.perf_counter() - start:.1f} s ({', '.join(counts)}); "
+        f"next: vaeinv report {out}"
+    )
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from .inference.report import write_report
+    from .inference.results import diagnostics, load
+
+    path = Path(args.file)
+    idata = load(path)
+    out = Path(args.out) if args.out else path.with_name(path.stem + "_report")
+    report = write_report(idata, out, diagnostics=diagnostics(idata))
+    print(report.table)
+    print("wrote " + ", ".join(str(p) for p in report.files.values()))
     return 0
 
 
@@ -165,6 +318,46 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--resume", action="store_true", help="continue an interrupted run")
     trn.add_argument("--no-progress", action="store_true", help="no progress bar")
     trn.set_defaults(func=_train)
+
+    inv = sub.add_parser(
+        "invert",
+        help="sample the posterior of a problem (pCN or NUTS), write an InferenceData file",
+        description="Sample the posterior of a problem. Flags override the problem's [sampler] "
+        "defaults. Draws are checkpointed in OUT.partial/ as the run goes on; --resume "
+        "continues an interrupted run.",
+    )
+    inv.add_argument("problem", help="a problem name (problems/<name>), folder or problem.toml")
+    inv.add_argument("--method", choices=("pcn", "nuts"), help="sampler (default: the problem's)")
+    inv.add_argument("--chains", type=int, help="number of chains")
+    inv.add_argument(
+        "--draws", type=int, help="iterations per chain after warm-up (DRAWS // THIN are kept)"
+    )
+    inv.add_argument("--warmup", type=int, help="warm-up iterations per chain")
+    inv.add_argument(
+        "--thin",
+        help="keep every THIN-th iteration, or auto: the smallest THIN that keeps the result "
+        "under about 100 MB (default: the problem's, else auto)",
+    )
+    inv.add_argument("--seed", type=int, help="the run's seed")
+    inv.add_argument("--out", help="result file (netCDF; default out/<problem>.nc)")
+    inv.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    inv.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    inv.add_argument("--prior", help="another prior: a shipped name, checkpoint or gaussian-field")
+    inv.add_argument("--chunk-size", type=int, help="kept draws per checkpoint")
+    inv.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a sampler option, e.g. target_accept=0.3 (repeatable)",
+    )
+    inv.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inv.set_defaults(func=_invert)
+
+    rep = sub.add_parser("report", help="summary table and figures of an invert result")
+    rep.add_argument("file", help="result file written by vaeinv invert")
+    rep.add_argument("--out", help="folder for the table and figures (default FILE_report/)")
+    rep.set_defaults(func=_report)
     return parser
 
 

@@ -154,7 +154,7 @@ def test_second_stage_files_load_with_the_prior(tmp_path, generator):
 
 
 def test_second_stage_file_errors(tmp_path):
-    vae, _ = _tiny_prior_folder(tmp_path)
+    _tiny_prior_folder(tmp_path)
     plain = Prior.load(tmp_path)
     flow = LatentFlow(FlowConfig(plain.latent_shape, couplings=2, hidden=8))
     save_latent_flow(flow, tmp_path, "0" * 64, {})
@@ -167,5 +167,5 @@ def test_second_stage_file_errors(tmp_path):
     with pytest.raises(ValueError, match="sha256 mismatch"):
         Prior.load(tmp_path)
     torch.save({"a": torch.zeros(2)}, tmp_path / "residual.safetensors")
-    with pytest.raises(ValueError, match="not a safetensors file|safetensors"):
+    with pytest.raises(ValueError, match="pickle"):
         Prior.load(tmp_path)

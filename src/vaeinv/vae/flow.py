@@ -189,8 +189,11 @@ def fit_latent_flow(
 
     Args:
         flow: the flow to train (in place).
-        u_mean, u_std: ``(num, dim)`` whitened posterior means and sds of the training fields.
-        epochs, batch_size, lr: Adam settings; the weights of the best validation epoch are kept.
+        u_mean: ``(num, dim)`` whitened posterior means of the training fields.
+        u_std: ``(num, dim)`` their posterior sds.
+        epochs: passes over the data; the weights of the best validation epoch are kept.
+        batch_size: draws per Adam step.
+        lr: Adam's learning rate (cosine-annealed to zero).
         val_fraction: fields held out for validation (a seeded split).
         seed: seeds the split, the draws and the batches.
         log: called with one line per epoch.

@@ -30,7 +30,8 @@ class ResidualField(nn.Module):
     """A stationary Gaussian field with a stored spectrum, sampled on ``(ny, nx)``.
 
     Args:
-        ny, nx: the grid's shape.
+        ny: rows of the grid.
+        nx: columns of the grid.
     """
 
     def __init__(self, ny: int, nx: int) -> None:

@@ -184,7 +184,8 @@ def fit_second_stage(
         residual_fields: fields whose reconstruction residuals give the residual field
             (0: none).
         flow_config: the flow's architecture, or ``None`` for no flow.
-        flow_fields, flow_epochs: fields encoded for the flow's training draws; epochs.
+        flow_fields: fields encoded for the flow's training draws.
+        flow_epochs: the flow's training epochs.
         log: progress lines.
 
     Returns:

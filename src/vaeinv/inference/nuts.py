@@ -1,0 +1,423 @@
+"""NUTS through Pyro, on the latent posterior: ``potential_fn(z) = -log_density(z)``.
+
+Each chain runs Pyro's [NUTS kernel](https://docs.pyro.ai/en/stable/mcmc.html) (multinomial
+sampling, Stan's windowed warm-up of the step size by dual averaging and of the diagonal or
+dense inverse mass matrix), driven here step by step as Pyro's own ``MCMC`` runner drives it
+(``setup``, ``sample`` per iteration, ``cleanup``), so that every draw's statistics are
+recorded under ArviZ's names: ``lp``, ``acceptance_rate`` (mean Metropolis acceptance
+probability over the trajectory), ``step_size``, ``diverging``, ``tree_depth`` (number of
+tree doublings, as Stan counts them) and ``n_steps`` (leapfrog steps: one potential and one
+gradient evaluation each).
+
+Chains run one after another. Pyro draws from the global torch RNG, so each chain runs inside
+``torch.random.fork_rng()`` with its own stream: seeded from ``(seed, chain)`` or restored from
+``rng_state``. The caller's global RNG state is left untouched, a chain's draws do not depend on
+how many chains run, and a run continues in chunks bit for bit: pass the previous result's
+``adapted_step_size``, ``inverse_mass_matrix`` and ``rng_state``, ``z0 = z[:, -1]``,
+``adapt=False`` and ``num_warmup=0``.
+
+A non-finite potential (a failed solve gives NaN, or the solver raises
+[`SolverError`][vaeinv.physics.SolverError]) makes the trajectory diverge: the draw is recorded
+as ``diverging`` and the chain goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer.mcmc import NUTS
+
+from ..physics.darcy import SolverError, SolverWarning
+
+__all__ = ["NUTSResult", "chain_seed", "nuts_run"]
+
+_SITE = "z"
+_BLOCK = (_SITE,)
+
+
+@dataclass(frozen=True)
+class NUTSResult:
+    """Draws and per-draw statistics of ``C`` NUTS chains (CPU tensors).
+
+    Attributes:
+        z: ``(C, N, d)`` float64 draws (after warm-up).
+        lp: ``(C, N)`` float64 log density (``log_prior + log_likelihood``) of each draw.
+        acceptance_rate: ``(C, N)`` float64 mean acceptance probability over the trajectory.
+        step_size: ``(C, N)`` float64 leapfrog step size used.
+        diverging: ``(C, N)`` bool, the trajectory diverged (energy error over 1000, or a
+            non-finite potential).
+        tree_depth: ``(C, N)`` int64 number of tree doublings.
+        n_steps: ``(C, N)`` int64 leapfrog steps (potential + gradient evaluations).
+        adapted_step_size: ``(C,)`` float64 step size at the end of the run.
+        inverse_mass_matrix: ``(C, d)`` (diagonal) or ``(C, d, d)`` (``full_mass``) float64 at
+            the end of the run.
+        rng_state: ``(C, L)`` uint8 opaque per-chain RNG state at the end of the run (the CPU
+            generator's state, followed by the CUDA one's on a CUDA device); pass it back to
+            continue.
+        num_evaluations: ``(C,)`` int64 potential + gradient evaluations in the whole call,
+            warm-up and step-size search included.
+        num_warmup_divergences: ``(C,)`` int64 divergent warm-up iterations.
+    """
+
+    z: torch.Tensor
+    lp: torch.Tensor
+    acceptance_rate: torch.Tensor
+    step_size: torch.Tensor
+    diverging: torch.Tensor
+    tree_depth: torch.Tensor
+    n_steps: torch.Tensor
+    adapted_step_size: torch.Tensor
+    inverse_mass_matrix: torch.Tensor
+    rng_state: torch.Tensor
+    num_evaluations: torch.Tensor
+    num_warmup_divergences: torch.Tensor
+
+
+def chain_seed(seed: int, chain: int) -> int:
+    """The seed of chain ``chain``'s RNG stream: a hash of ``(seed, chain)`` (numpy
+    ``SeedSequence``), so chains get unrelated streams and adding chains changes none."""
+    state = np.random.SeedSequence([int(seed), int(chain)]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) >> 1
+
+
+class _RecordingNUTS(NUTS):
+    """Pyro's NUTS, recording each iteration's statistics and accepting a start mass matrix."""
+
+    def __init__(self, *args, inverse_mass_matrix: torch.Tensor | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._start_inverse_mass = inverse_mass_matrix
+        self._begin_iteration()
+
+    def _begin_iteration(self) -> None:
+        self._nesting = 0
+        self._leapfrogs = 0
+        self._sum_accept = 0.0
+        self._diverged = False
+        self._doublings = 0
+        self._last_doubling_invalid = False
+
+    def _initialize_adapter(self) -> None:
+        super()._initialize_adapter()
+        if self._start_inverse_mass is not None:
+            self.mass_matrix_adapter.inverse_mass_matrix = {_BLOCK: self._start_inverse_mass}
+            if self._adapter.adapt_step_size:
+                self._adapter.reset_step_size_adaptation(self._initial_params)
+
+    def _build_basetree(self, *args, **kwargs):
+        tree = super()._build_basetree(*args, **kwargs)
+        self._leapfrogs += 1
+        self._sum_accept = self._sum_accept + tree.sum_accept_probs
+        self._diverged = self._diverged or bool(tree.diverging)
+        return tree
+
+    def _build_tree(self, *args, **kwargs):
+        top = self._nesting == 0
+        self._nesting += 1
+        try:
+            tree = super()._build_tree(*args, **kwargs)
+        finally:
+            self._nesting -= 1
+        if top:  # one doubling of the trajectory
+            self._doublings += 1
+            self._last_doubling_invalid = bool(tree.turning or tree.diverging)
+        return tree
+
+    def sample(self, params):
+        self._begin_iteration()
+        out = super().sample(params)
+        # Stan's depth: a doubling whose new subtree turned or diverged is not counted
+        self.last_tree_depth = self._doublings - int(self._last_doubling_invalid)
+        self.last_n_steps = self._leapfrogs
+        self.last_diverging = self._diverged
+        self.last_acceptance = float(self._sum_accept) / max(self._leapfrogs, 1)
+        return out
+
+
+def _rng_state(device: torch.device) -> torch.Tensor:
+    state = torch.random.get_rng_state()
+    if device.type == "cuda":
+        state = torch.cat([state, torch.cuda.get_rng_state(device)])
+    return state
+
+
+def _set_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    size = torch.random.get_rng_state().numel()
+    torch.random.set_rng_state(state[:size].clone())
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[size:].clone(), device)
+
+
+def _per_chain(value, num_chains: int, name: str, dtype=torch.float64) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=dtype).detach().cpu()
+    if t.dim() == 0:
+        t = t.expand(num_chains)
+    if t.shape[0] != num_chains:
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}, expected one per chain ({num_chains},...)"
+        )
+    return t
+
+
+def _check_inverse_mass(inverse_mass_matrix, num_chains: int, d: int, full_mass: bool):
+    imm = torch.as_tensor(inverse_mass_matrix, dtype=torch.float64).detach().cpu()
+    per_draw = (d, d) if full_mass else (d,)
+    if tuple(imm.shape) == per_draw:
+        imm = imm.expand(num_chains, *per_draw)
+    if tuple(imm.shape) != (num_chains, *per_draw):
+        kind = "dense (full_mass=True)" if full_mass else "diagonal (full_mass=False)"
+        raise ValueError(
+            f"inverse_mass_matrix has shape {tuple(imm.shape)}, expected {per_draw} or "
+            f"({num_chains}, {', '.join(map(str, per_draw))}) for a {kind} mass matrix"
+        )
+    if full_mass:
+        sym = torch.allclose(imm, imm.transpose(-1, -2))
+        if not sym or torch.linalg.cholesky_ex(imm).info.any():
+            raise ValueError("inverse_mass_matrix must be symmetric positive definite")
+    elif not (torch.isfinite(imm).all() and (imm > 0).all()):
+        raise ValueError(f"inverse_mass_matrix must be positive and finite, got min {imm.min()}")
+    return imm
+
+
+def nuts_run(
+    posterior,
+    z0: torch.Tensor,
+    *,
+    num_draws: int,
+    num_warmup: int,
+    seed: int,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    full_mass: bool = False,
+    step_size: float | torch.Tensor | None = None,
+    inverse_mass_matrix: torch.Tensor | None = None,
+    adapt: bool = True,
+    rng_state: torch.Tensor | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> NUTSResult:
+    """Run ``C`` NUTS chains, one after another, from ``z0``.
+
+    Args:
+        posterior: a [`Posterior`][vaeinv.inference.posterior.Posterior] (``latent_dim``,
+            ``device``, a differentiable ``log_density``).
+        z0: ``(C, d)`` initial latents with finite log density.
+        num_draws: kept iterations per chain, at least 1.
+        num_warmup: warm-up iterations per chain (discarded), at least 0.
+        seed: non-negative integer; chain ``c`` draws from the stream
+            [`chain_seed`][vaeinv.inference.nuts.chain_seed]``(seed, c)`` unless ``rng_state``
+            is given.
+        target_accept: the step-size adaptation's target, in ``(0, 1)``.
+        max_tree_depth: at most ``2^max_tree_depth - 1`` leapfrog steps per iteration.
+        full_mass: adapt a dense inverse mass matrix instead of a diagonal one.
+        step_size: the (initial) step size, a positive number or one per chain ``(C,)``;
+            required when ``adapt=False``. With ``adapt=True`` Pyro starts its search from it
+            (default 1).
+        inverse_mass_matrix: the (initial) inverse mass matrix, ``(d,)`` / ``(C, d)`` or, with
+            ``full_mass``, ``(d, d)`` / ``(C, d, d)``; default the identity.
+        adapt: adapt step size and mass matrix during warm-up (Stan's windows); ``False`` keeps
+            the given ones fixed (to continue a run).
+        rng_state: ``(C, L)`` uint8, the ``rng_state`` of a previous result, to continue its
+            streams; overrides ``seed``.
+        progress: optional ``progress(chain, iteration, stats)`` called after every iteration
+            (``iteration`` counts warm-up and draws from 0); ``stats`` holds ``warmup``,
+            ``diverging``, ``acceptance_rate``, ``step_size``, ``tree_depth``, ``n_steps``.
+
+    Returns:
+        A [`NUTSResult`][vaeinv.inference.nuts.NUTSResult] (CPU tensors).
+
+    Raises:
+        ValueError: a bad ``z0`` shape or a non-finite initial log density (the chain and
+            value named), bad counts, ``target_accept``, ``max_tree_depth`` or ``seed``, a
+            missing or non-positive ``step_size``, an ``inverse_mass_matrix`` or ``rng_state``
+            of the wrong shape, or a non-positive-definite mass matrix.
+    """
+    d = posterior.latent_dim
+    device = torch.device(posterior.device)
+    if not isinstance(z0, torch.Tensor) or z0.dim() != 2 or z0.shape[0] < 1 or z0.shape[1] != d:
+        got = tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0).__name__
+        raise ValueError(f"z0 has shape {got}, expected (num_chains, {d}) with num_chains >= 1")
+    num_chains = z0.shape[0]
+    for name, value, low in (("num_draws", num_draws, 1), ("num_warmup", num_warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not 0.0 < float(target_accept) < 1.0:
+        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    if (
+        isinstance(max_tree_depth, bool)
+        or not isinstance(max_tree_depth, int)
+        or max_tree_depth < 1
+    ):
+        raise ValueError(f"max_tree_depth must be an integer >= 1, got {max_tree_depth!r}")
+    if rng_state is None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if step_size is None:
+        if not adapt:
+            raise ValueError("adapt=False needs a step_size (e.g. a previous adapted_step_size)")
+        step_sizes = torch.ones(num_chains, dtype=torch.float64)
+    else:
+        step_sizes = _per_chain(step_size, num_chains, "step_size")
+        if not (torch.isfinite(step_sizes).all() and (step_sizes > 0).all()):
+            raise ValueError(f"step_size must be positive and finite, got {step_size!r}")
+    masses = None
+    if inverse_mass_matrix is not None:
+        masses = _check_inverse_mass(inverse_mass_matrix, num_chains, d, full_mass)
+    if rng_state is not None:
+        expected = _rng_state(device).numel()
+        if rng_state.dtype != torch.uint8 or tuple(rng_state.shape) != (num_chains, expected):
+            raise ValueError(
+                f"rng_state has shape {tuple(rng_state.shape)} and dtype {rng_state.dtype}, "
+                f"expected ({num_chains}, {expected}) uint8 (a previous result's rng_state)"
+            )
+
+    z_start = z0.detach().to(device=device, dtype=torch.float64)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SolverWarning)
+        try:
+            lp0 = posterior.log_density(z_start).to(torch.float64)
+        except SolverError:
+            lp0 = torch.full((num_chains,), math.nan, dtype=torch.float64)
+    if not torch.isfinite(lp0).all():
+        c = int(torch.nonzero(~torch.isfinite(lp0))[0])
+        raise ValueError(
+            f"chain {c} starts at a point with log density {lp0[c].item()}; "
+            "NUTS needs a finite log density at every z0 row"
+        )
+
+    evaluations = [0]
+
+    def potential_fn(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        evaluations[0] += 1
+        z = params[_SITE]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SolverWarning)
+            try:
+                return -posterior.log_density(z).to(torch.float64)
+            except SolverError:
+                return z.sum() * 0.0 + math.inf  # keeps the graph: a divergence, not a crash
+
+    results = [
+        _run_chain(
+            c,
+            posterior=posterior,
+            potential_fn=potential_fn,
+            z0=z_start[c],
+            num_draws=num_draws,
+            num_warmup=num_warmup,
+            seed=seed,
+            target_accept=target_accept,
+            max_tree_depth=max_tree_depth,
+            full_mass=full_mass,
+            step_size=float(step_sizes[c]),
+            inverse_mass_matrix=None if masses is None else masses[c].to(device),
+            adapt=adapt,
+            rng_state=None if rng_state is None else rng_state[c],
+            progress=progress,
+            evaluations=evaluations,
+            device=device,
+        )
+        for c in range(num_chains)
+    ]
+    stacked = {key: torch.stack([r[key] for r in results]) for key in results[0]}
+    return NUTSResult(**stacked)
+
+
+def _run_chain(
+    chain: int,
+    *,
+    posterior,
+    potential_fn,
+    z0: torch.Tensor,
+    num_draws: int,
+    num_warmup: int,
+    seed: int,
+    target_accept: float,
+    max_tree_depth: int,
+    full_mass: bool,
+    step_size: float,
+    inverse_mass_matrix: torch.Tensor | None,
+    adapt: bool,
+    rng_state: torch.Tensor | None,
+    progress,
+    evaluations: list[int],
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """One chain in its own forked RNG stream; returns its per-chain tensors (CPU)."""
+    start = evaluations[0]
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+        if rng_state is None:
+            torch.manual_seed(chain_seed(seed, chain))
+        else:
+            _set_rng_state(rng_state, device)
+        kernel = _RecordingNUTS(
+            potential_fn=potential_fn,
+            step_size=step_size,
+            adapt_step_size=adapt,
+            adapt_mass_matrix=adapt,
+            full_mass=full_mass,
+            target_accept_prob=float(target_accept),
+            max_tree_depth=max_tree_depth,
+            inverse_mass_matrix=inverse_mass_matrix,
+        )
+        kernel.initial_params = {_SITE: z0.clone()}
+        kernel.setup(num_warmup)
+        params = kernel.initial_params
+        rows: list[tuple] = []
+        warmup_divergences = 0
+        for i in range(num_warmup + num_draws):
+            step = kernel.step_size  # the step size this iteration integrates with
+            params = kernel.sample(params)
+            warmup = i < num_warmup
+            if warmup:
+                warmup_divergences += kernel.last_diverging
+            else:
+                lp = -kernel._potential_energy_last  # cached at the current draw
+                rows.append(
+                    (
+                        params[_SITE].detach().clone(),
+                        lp,
+                        kernel.last_acceptance,
+                        step,
+                        kernel.last_diverging,
+                        kernel.last_tree_depth,
+                        kernel.last_n_steps,
+                    )
+                )
+            if progress is not None:
+                progress(
+                    chain,
+                    i,
+                    {
+                        "warmup": warmup,
+                        "diverging": kernel.last_diverging,
+                        "acceptance_rate": kernel.last_acceptance,
+                        "step_size": step,
+                        "tree_depth": kernel.last_tree_depth,
+                        "n_steps": kernel.last_n_steps,
+                    },
+                )
+        adapted_step = kernel.step_size
+        inverse_mass = kernel.inverse_mass_matrix[_BLOCK].detach().cpu().clone()
+        end_state = _rng_state(device)
+        kernel.cleanup()
+    z, lp, acc, steps, div, depth, n = zip(*rows, strict=True)
+    f64 = {"dtype": torch.float64}
+    return {
+        "z": torch.stack(z).cpu(),
+        "lp": torch.stack([torch.as_tensor(v, **f64).cpu() for v in lp]),
+        "acceptance_rate": torch.tensor(acc, **f64),
+        "step_size": torch.tensor(steps, **f64),
+        "diverging": torch.tensor(div, dtype=torch.bool),
+        "tree_depth": torch.tensor(depth, dtype=torch.int64),
+        "n_steps": torch.tensor(n, dtype=torch.int64),
+        "adapted_step_size": torch.tensor(adapted_step, **f64),
+        "inverse_mass_matrix": inverse_mass.to(torch.float64),
+        "rng_state": end_state,
+        "num_evaluations": torch.tensor(evaluations[0] - start, dtype=torch.int64),
+        "num_warmup_divergences": torch.tensor(warmup_divergences, dtype=torch.int64),
+    }

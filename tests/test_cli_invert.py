@@ -1,0 +1,244 @@
+"""`vaeinv invert` and `vaeinv report`, end to end on a tiny problem (8 x 8 cells, a 6-mode
+Gaussian-field prior, 2 chains, a few dozen draws)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from test_problems import TINY, write_tiny_problem
+from vaeinv.cli import main
+from vaeinv.inference import results
+from vaeinv.physics import SolverWarning
+
+# a short run: the tiny problem's defaults are 2 chains, 30 warm-up, 60 draws in chunks of 20
+SHORT = ["--no-progress"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny_problem(tmp_path / "tiny")
+
+
+def _invert(problem, out, *extra) -> int:
+    return main(["invert", str(problem), "--out", str(out), *SHORT, *extra])
+
+
+def test_invert_then_report(tiny, tmp_path, capsys):
+    out = tmp_path / "run" / "tiny.nc"
+    assert _invert(tiny, out) == 0
+    printed = capsys.readouterr().out
+    assert "tiny: 16 data" in printed and f"wrote {out}" in printed
+    assert "(30 warm-up + 60) iterations, thin 1 (auto): 60 draws kept per chain" in printed
+    assert out.is_file() and not (tmp_path / "run" / "tiny.nc.partial").exists()
+    idata = results.load(out)
+    assert idata.posterior["z"].shape == (2, 60, 6)
+    assert idata.posterior["log_k"].shape == (2, 60, 8, 8)
+    assert idata.posterior["log_k"].dims == ("chain", "draw", "y", "x")
+    assert (idata.attrs["thin"], idata.attrs["thin_requested"]) == (1, "auto")
+    assert idata.log_likelihood["y"].shape == (2, 60, 16)
+    assert idata.attrs["problem"] == "tiny" and idata.attrs["seed"] == 0
+    assert idata.attrs["method"] == "pcn" and idata.attrs["data_seed"] == 11
+    assert "log_k" in idata.constant_data  # the truth travels with the result
+    stats = idata.sample_stats
+    assert set(results.PCN_STATS) <= set(stats.data_vars)
+    assert 0 < float(stats["acceptance_rate"].mean()) <= 1
+
+    assert main(["report", str(out)]) == 0  # into run/tiny_report/
+    report_dir = tmp_path / "run" / "tiny_report"
+    table = capsys.readouterr().out
+    for row in ("max R-hat, latents", "min bulk ESS", "min tail ESS", "mean acceptance rate"):
+        assert row in table
+    assert "rel. L2 error of the posterior-mean log k" in table
+    assert "cells with truth in mean +- 2 sd" in table
+    for name in ("summary.md", "summary.json", "fields.png", "traces.png", "ranks.png"):
+        assert (report_dir / name).is_file(), name
+    assert (report_dir / "predictive.png").stat().st_size > 5000
+    assert (report_dir / "summary.md").read_text() in table
+
+
+def test_flags_override_the_problem(tiny, tmp_path, capsys):
+    out = tmp_path / "a.nc"
+    args = ["--chains", "3", "--draws", "11", "--warmup", "5", "--thin", "2", "--seed", "4"]
+    assert _invert(tiny, out, *args, "--option", "step_size=0.5") == 0
+    assert "thin 2: 5 draws kept per chain" in capsys.readouterr().out
+    idata = results.load(out)
+    # 11 iterations, every 2nd kept: 5 draws of z and of log k
+    assert idata.posterior["z"].shape == (3, 5, 6)
+    assert idata.posterior["log_k"].shape == (3, 5, 8, 8)
+    assert (idata.attrs["seed"], idata.attrs["thin"], idata.attrs["num_warmup"]) == (4, 2, 5)
+    assert (idata.attrs["num_draws"], idata.attrs["thin_requested"]) == (11, 2)
+    assert idata.attrs["sampler_options"] == '{"step_size": 0.5, "target_accept": 0.3}'
+
+
+def test_thin_from_the_problem_and_auto_from_the_flag(tiny, tmp_path):
+    from test_problems import TINY
+
+    (tiny / "problem.toml").write_text(TINY.replace("num_draws = 60", "num_draws = 60\nthin = 4"))
+    out = tmp_path / "b.nc"
+    assert _invert(tiny, out, "--warmup", "2") == 0
+    assert results.load(out).posterior.sizes["draw"] == 15
+    assert _invert(tiny, out, "--warmup", "2", "--thin", "auto") == 0
+    idata = results.load(out)
+    assert idata.posterior.sizes["draw"] == 60 and idata.attrs["thin_requested"] == "auto"
+
+
+def _interrupt_after_first_chunk(monkeypatch):
+    """Make the runner raise KeyboardInterrupt once the first chunk is on disk."""
+    from vaeinv.inference import runner
+
+    real = runner.sample
+
+    def interrupted(*args, **kwargs):
+        def stop(info):
+            if info.chunks_written >= 1:
+                raise KeyboardInterrupt
+
+        return real(*args, **{**kwargs, "progress": stop})
+
+    monkeypatch.setattr(runner, "sample", interrupted)
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_draws(tiny, tmp_path, monkeypatch, capsys):
+    whole, part = tmp_path / "whole.nc", tmp_path / "part.nc"
+    assert _invert(tiny, whole) == 0
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        assert _invert(tiny, part) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not part.exists() and (tmp_path / "part.nc.partial" / "state.safetensors").is_file()
+    # without --resume the interrupted run is not overwritten
+    assert _invert(tiny, part) == 2
+    assert "holds an interrupted run: pass --resume" in capsys.readouterr().err
+    assert _invert(tiny, part, "--resume") == 0
+    assert not (tmp_path / "part.nc.partial").exists()
+    np.testing.assert_array_equal(
+        results.load(part).posterior["z"].values, results.load(whole).posterior["z"].values
+    )
+    # resuming a finished run with the same settings is a no-op
+    assert _invert(tiny, part, "--resume") == 0
+    assert "already a finished run" in capsys.readouterr().out
+
+
+def test_resume_refuses_another_seed_or_problem(tiny, tmp_path, monkeypatch, capsys):
+    other = write_tiny_problem(
+        tmp_path / "other", TINY.replace("seed = 11", "seed = 12"), name="other"
+    )
+    out = tmp_path / "run.nc"
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        assert _invert(tiny, out) == 130
+    capsys.readouterr()
+    assert _invert(tiny, out, "--resume", "--seed", "1") == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "seed: 0 in the checkpoint, 1 now" in err
+    assert _invert(other, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "attrs.problem: 'tiny' in the checkpoint, 'other' now" in err
+    # a finished file of another problem or seed
+    assert _invert(tiny, out, "--resume") == 0
+    assert _invert(other, out, "--resume") == 2
+    assert "problem: 'tiny' in the file, 'other' now" in capsys.readouterr().err
+    assert _invert(tiny, out, "--resume", "--seed", "3") == 2
+    assert "seed: 0 in the file, 3 now" in capsys.readouterr().err
+
+
+def _edit_data(folder, row, column, value):
+    lines = (folder / "data.csv").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("x,"))
+    cells = lines[header + 1 + row].split(",")
+    cells[column] = value
+    lines[header + 1 + row] = ",".join(cells)
+    (folder / "data.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "match"),
+    [
+        ("short data", [], "data.csv has 15 data rows but [sensors] defines 16 sensors"),
+        ("nan data", [], "row 2 (sensor 2): value is nan; expected a finite number"),
+        ("zero noise", [], "row 7 (sensor 7): noise_std is 0.0; expected a positive"),
+        ("unknown key", [], "unknown key 'sampler_seed' in problem file"),
+        ("unknown option", [], "unknown key 'warp' in [sampler.pcn] (options of 'pcn')"),
+        ("ok", ["--option", "warp=3"], "unknown key 'warp' in --option (options of 'pcn')"),
+        ("ok", ["--method", "nuts", "--option", "step_size=0"], "step_size must be a positive"),
+        ("ok", ["--option", "target_accept"], "--option must be KEY=VALUE"),
+        ("ok", ["--prior", "gaussian64"], "prior 'gaussian64' is on Grid(nx=64, ny=64"),
+        ("ok", ["--draws", "0"], "num_draws must be an integer >= 1, got 0"),
+        ("ok", ["--thin", "some"], "--thin must be 'auto' or an integer, got 'some'"),
+        ("ok", ["--thin", "0"], "thin must be an integer >= 1, got 0"),
+        ("ok", ["--thin", "61"], "thin=61 is larger than num_draws=60: no draw would be kept"),
+        ("ok", ["--device", "abacus"], "--device 'abacus' is not a torch device"),
+    ],
+)
+def test_bad_input_fails_before_sampling(tiny, tmp_path, capsys, case, extra, match):
+    if case == "short data":
+        lines = (tiny / "data.csv").read_text().splitlines()
+        (tiny / "data.csv").write_text("\n".join(lines[:-1]) + "\n")
+    elif case == "nan data":
+        _edit_data(tiny, 2, 2, "nan")
+    elif case == "zero noise":
+        _edit_data(tiny, 7, 3, "0.0")
+    elif case == "unknown key":
+        (tiny / "problem.toml").write_text("sampler_seed = 3\n" + TINY)
+    elif case == "unknown option":
+        (tiny / "problem.toml").write_text(TINY.replace("target_accept = 0.3", "warp = 2"))
+    out = tmp_path / "bad.nc"
+    assert _invert(tiny, out, *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaeinv invert: error: ") and match in err
+    assert not out.exists() and not (tmp_path / "bad.nc.partial").exists()
+
+
+def test_unknown_problem_and_missing_result(tmp_path, capsys):
+    assert main(["invert", "no-such-problem", "--out", str(tmp_path / "x.nc")]) == 2
+    assert "unknown problem 'no-such-problem'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing.nc")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_nuts_records_divergences(tiny, tmp_path, capsys):
+    out = tmp_path / "nuts.nc"
+    args = ["--method", "nuts", "--chains", "1", "--draws", "10", "--warmup", "10"]
+    with warnings.catch_warnings():  # a failed solve in an early leapfrog: a divergence
+        warnings.simplefilter("ignore", SolverWarning)
+        assert _invert(tiny, out, *args, "--option", "max_tree_depth=3") == 0
+    assert "divergences" in capsys.readouterr().out
+    idata = results.load(out)
+    assert idata.posterior["z"].shape == (1, 10, 6)
+    assert {"diverging", "tree_depth", "n_steps"} <= set(idata.sample_stats.data_vars)
+    assert int(idata.sample_stats["tree_depth"].max()) <= 3
+
+
+def test_split_rhat_and_the_summary_table(generator):
+    from vaeinv.inference.report import split_rhat, summary_table
+
+    draws = torch.randn(4, 2000, 3, generator=generator, dtype=torch.float64).numpy()
+    rhat = split_rhat(draws)
+    assert rhat.shape == (3,) and np.all(np.abs(rhat - 1) < 0.01)
+    # chains at means -3, -1, 1, 3: split R-hat^2 = ((n-1)/n W + B/n) / W with W = 1, B = n var
+    shifted = draws[:, :, 0] + np.array([-3.0, -1.0, 1.0, 3.0])[:, None]
+    half = 1000
+    w = np.concatenate([shifted[:, :half], shifted[:, half:]]).var(axis=1, ddof=1).mean()
+    b = half * np.repeat(shifted.mean(axis=1), 2).var(ddof=1)  # halves share their chain's mean
+    expected = np.sqrt(((half - 1) / half * w + b / half) / w)
+    assert split_rhat(shifted[:, :, None])[0] == pytest.approx(expected, rel=0.01)
+    assert split_rhat(draws[:, :3]).tolist() == [pytest.approx(np.nan, nan_ok=True)] * 3
+    table = summary_table(
+        {
+            "num_chains": 4,
+            "num_draws": 10,
+            "max_rhat_latent": float("nan"),
+            "divergences": 2,
+            "rel_l2_error": None,
+            "coverage_2sd": 0.8512,
+        },
+        {"problem": "tiny", "method": "nuts", "seed": 3, "prior_name": "gaussian64"},
+    )
+    assert table.startswith("problem tiny, prior gaussian64, method nuts, seed 3: 4 chains x 10")
+    assert "| max R-hat, latents | n/a |" in table and "| divergences | 2 |" in table
+    assert "| rel. L2 error of the posterior-mean log k | n/a (no truth) |" in table
+    assert "| cells with truth in mean +- 2 sd | 85.1% |" in table
