@@ -207,7 +207,11 @@ def test_prior_override_and_the_gaussian_field_prior(tiny):
             r"expected keys: step_size, target_accept",
         ),
         ("target_accept = 0.3", "target_accept = 1.5", r"target_accept must be in \(0, 1\)"),
-        ('method = "pcn"', 'method = "mala"', r"\[sampler\] method must be one of 'pcn', 'nuts'"),
+        (
+            'method = "pcn"',
+            'method = "mala"',
+            r"\[sampler\] method must be one of 'pcn', 'gpcn', 'nuts'",
+        ),
         (
             "num_draws = 60",
             "num_draws = 0",

@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         "continues an interrupted run.",
     )
     inv.add_argument("problem", help="a problem name (problems/<name>), folder or problem.toml")
-    inv.add_argument("--method", choices=("pcn", "nuts"), help="sampler (default: the problem's)")
+    inv.add_argument(
+        "--method", choices=("pcn", "gpcn", "nuts"), help="sampler (default: the problem's)"
+    )
     inv.add_argument("--chains", type=int, help="number of chains")
     inv.add_argument(
         "--draws", type=int, help="iterations per chain after warm-up (DRAWS // THIN are kept)"

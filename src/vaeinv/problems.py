@@ -119,11 +119,12 @@ _TRUTH_FORMATS = ("log_k", "mdgm-k")
 _DATA_KEYS = ("file", "noise_kind", "noise_fraction", "seed")
 _NOISE_KINDS = ("absolute", "relative")
 _DATA_COLUMNS = ("x", "y", "value", "noise_std")
-_METHODS = ("pcn", "nuts")
+_METHODS = ("pcn", "gpcn", "nuts")
 #: The options of each sampling method that a problem's ``[sampler.<method>]`` table (or
 #: ``vaeinv invert --option``) may set; they are passed on to ``vaeinv.sample``.
 SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
     "pcn": ("step_size", "target_accept"),
+    "gpcn": ("step_size", "target_accept", "inflation", "laplace_steps", "laplace_lr"),
     "nuts": ("target_accept", "max_tree_depth", "full_mass", "step_size"),
 }
 _SAMPLER_KEYS = (
@@ -222,7 +223,7 @@ class SamplerDefaults:
     """A problem's default sampler settings (overridden by ``vaeinv invert`` flags).
 
     Args:
-        method: ``"pcn"`` or ``"nuts"``.
+        method: ``"pcn"``, ``"gpcn"`` or ``"nuts"``.
         num_chains, num_draws, num_warmup, seed, chunk_size: as in ``vaeinv.sample``
             (``num_draws`` counts the iterations per chain after warm-up).
         thin: keep every ``thin``-th iteration (an integer in ``[1, num_draws]``), or
@@ -699,8 +700,12 @@ def check_sampler_options(method: str, options: Any, where: str = "sampler optio
                 raise ValueError(f"{where} target_accept must be in (0, 1), got {value!r}")
         elif key == "step_size":
             v = _float(value, f"{where} step_size", positive=True)
-            if method == "pcn" and v > 1:
+            if method in ("pcn", "gpcn") and v > 1:
                 raise ValueError(f"{where} step_size (pCN beta) must be in (0, 1], got {value!r}")
+        elif key in ("inflation", "laplace_lr"):
+            _float(value, f"{where} {key}", positive=True)
+        elif key == "laplace_steps":
+            _int(value, f"{where} laplace_steps", 0)
         elif key == "max_tree_depth":
             _int(value, f"{where} max_tree_depth", 1)
         elif key == "full_mass" and not isinstance(value, bool):

@@ -56,6 +56,7 @@ import torch
 
 from ..vae.checkpoint import check_safetensors, write_json, write_safetensors
 from . import results
+from .gpcn import GPCNState, gpcn_init, gpcn_step, laplace_approximation
 from .pcn import PCNState, freeze_adaptation, pcn_init, pcn_step
 
 if TYPE_CHECKING:  # results.py is the one module that imports arviz at run time
@@ -76,6 +77,13 @@ INIT_SCALE = 1.5
 #: the sampler options each method accepts, with their defaults.
 SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
     "pcn": {"step_size": 0.25, "target_accept": 0.25},
+    "gpcn": {
+        "step_size": 0.5,
+        "target_accept": 0.25,
+        "inflation": 1.0,
+        "laplace_steps": 200,
+        "laplace_lr": 0.05,
+    },
     "nuts": {"target_accept": 0.8, "max_tree_depth": 10, "full_mass": False, "step_size": None},
 }
 #: ``thin="auto"`` keeps the (uncompressed) result under this many bytes.
@@ -413,8 +421,11 @@ def sample(
 
     Args:
         posterior: a [`Posterior`][vaeinv.inference.posterior.Posterior].
-        method: ``"pcn"`` or ``"nuts"``.
-        num_chains: chains, run as one batch (pCN) or one after another (NUTS).
+        method: ``"pcn"``, ``"gpcn"`` (pCN around a Laplace approximation of the posterior,
+            [`vaeinv.inference.gpcn`][vaeinv.inference.gpcn]; the approximation is built at the
+            start of warm-up from the over-dispersed starts, and its forward solves and
+            gradients are counted) or ``"nuts"``.
+        num_chains: chains, run as one batch (pCN, gpCN) or one after another (NUTS).
         num_draws: sampler iterations per chain after warm-up (as Stan's ``num_samples``);
             a chain keeps ``num_draws // thin`` of them.
         num_warmup: warm-up iterations per chain (adaptation), not kept.
@@ -536,6 +547,7 @@ class _Run:
         self.divergences = 0
         self.warmup_divergences = 0
         self.gradient_evaluations = 0
+        self.extra_forward_solves = 0  # e.g. gpCN's Laplace approximation
         self.state: Any = None
         self.generator = torch.Generator()
         self.nuts: dict[str, torch.Tensor] | None = None
@@ -566,6 +578,7 @@ class _Run:
             "divergences": self.divergences,
             "warmup_divergences": self.warmup_divergences,
             "gradient_evaluations": self.gradient_evaluations,
+            "extra_forward_solves": self.extra_forward_solves,
             "versions": results.versions(),
         }
 
@@ -588,12 +601,13 @@ class _Run:
         self.divergences = int(meta["divergences"])
         self.warmup_divergences = int(meta["warmup_divergences"])
         self.gradient_evaluations = int(meta["gradient_evaluations"])
+        self.extra_forward_solves = int(meta.get("extra_forward_solves", 0))
         self.chunks = [store.read_chunk(i) for i in range(int(meta["chunks_written"]))]
         self.generator.set_state(tensors["generator"])
         device = self.posterior.device
         pcn = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("pcn.")}
         if pcn:
-            self.state = PCNState(**pcn)
+            self.state = (GPCNState if self.method == "gpcn" else PCNState)(**pcn)
         nuts = {k[5:]: v for k, v in tensors.items() if k.startswith("nuts.")}
         self.nuts = nuts or None
 
@@ -625,10 +639,10 @@ class _Run:
     def execute(self, store: _Checkpoint | None) -> None:
         if self.complete:
             return
-        per = 1 if self.method == "pcn" else self.settings["num_chains"]  # NUTS: in turn
+        per = self.settings["num_chains"] if self.method == "nuts" else 1  # NUTS: in turn
         bar = _Bar(self.progress, per * self.total, per * self.iteration, self.method)
         try:
-            if self.method == "pcn":
+            if self.method in ("pcn", "gpcn"):
                 self._run_pcn(store, bar)
             else:
                 self._run_nuts(store, bar)
@@ -642,17 +656,21 @@ class _Run:
         s = self.settings
         posterior, target = self.posterior, self.options["target_accept"]
         block = s["chunk_size"] * s["thin"]
+        step = gpcn_step if self.method == "gpcn" else pcn_step
         if self.state is None:
             self.generator.manual_seed(_derived_seed(s["seed"], _STREAM_PCN))
             start = time.perf_counter()
-            self.state = pcn_init(posterior, self.z0, step_size=self.options["step_size"])
+            if self.method == "gpcn":
+                self.state = self._gpcn_init()
+            else:
+                self.state = pcn_init(posterior, self.z0, step_size=self.options["step_size"])
             self._timed(start)
         while self.iteration < s["num_warmup"]:
             start = time.perf_counter()
             steps = min(block, s["num_warmup"] - self.iteration)
             acceptance = torch.zeros((), dtype=torch.float64, device=posterior.device)
             for _ in range(steps):
-                self.state, info = pcn_step(
+                self.state, info = step(
                     posterior, self.state, self.generator, adapt=True, target_accept=target
                 )
                 acceptance += info.acceptance_rate.mean()
@@ -671,7 +689,7 @@ class _Run:
             kept: dict[str, list[torch.Tensor]] = {}
             acceptance = torch.zeros((), dtype=torch.float64, device=posterior.device)
             for i in range(length * s["thin"]):
-                self.state, info = pcn_step(
+                self.state, info = step(
                     posterior, self.state, self.generator, adapt=False, target_accept=target
                 )
                 acceptance += info.acceptance_rate.mean()
@@ -680,13 +698,14 @@ class _Run:
                     for name, value in (
                         ("z", self.state.z),
                         ("prediction", self.state.prediction),
-                        ("log_k", self.state.field),
+                        ("log_k", getattr(self.state, "field", None)),
                         ("accepted", info.accepted),
                         ("acceptance_rate", info.acceptance_rate),
                         ("failed", info.failed),
                         ("step_size", info.step_size),
                     ):
-                        kept.setdefault(name, []).append(value)
+                        if value is not None:
+                            kept.setdefault(name, []).append(value)
             acceptance = float(acceptance) / (length * s["thin"])
             bar.postfix(acc=acceptance)
             stacked = {k: torch.stack(v, dim=1) for k, v in kept.items()}
@@ -695,6 +714,29 @@ class _Run:
             self.add_chunk(store, chunk)
             self._timed(start)
             self.checkpoint(store, bar, acceptance)
+
+    def _gpcn_init(self) -> GPCNState:
+        """gpCN's start: the Laplace approximation from the over-dispersed starts ``z0`` (one
+        Adam ascent per chain, the best MAP kept), then chains at over-dispersed draws of it,
+        ``N(m, INIT_SCALE^2 C)``, from the pCN stream."""
+        opts = self.options
+        laplace = laplace_approximation(
+            self.posterior, self.z0, steps=int(opts["laplace_steps"]), lr=float(opts["laplace_lr"])
+        )
+        # contiguous, as a restored state's tensors are: the same matmul kernels, the same bits
+        laplace = laplace._replace(
+            mean=laplace.mean.contiguous(), scale_tril=laplace.scale_tril.contiguous()
+        )
+        self.extra_forward_solves += laplace.num_forward_solves
+        self.gradient_evaluations += laplace.num_gradient_evaluations
+        z_init = laplace.sample(self.z0.shape[0], self.generator, inflation=INIT_SCALE**2)
+        return gpcn_init(
+            self.posterior,
+            z_init,
+            laplace,
+            step_size=opts["step_size"],
+            inflation=float(opts["inflation"]),
+        )
 
     def _run_nuts(self, store: _Checkpoint | None, bar: _Bar) -> None:
         from .nuts import nuts_run
@@ -762,8 +804,8 @@ class _Run:
         }
         s = self.settings
         solves = (
-            s["num_chains"] * (1 + self.total)
-            if self.method == "pcn"
+            s["num_chains"] * (1 + self.total) + self.extra_forward_solves
+            if self.method in ("pcn", "gpcn")
             else self.gradient_evaluations + s["num_chains"] * self.kept
         )
         prior = getattr(self.posterior, "prior", None)
