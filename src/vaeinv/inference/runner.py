@@ -81,7 +81,7 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
         "step_size": 0.5,
         "target_accept": 0.25,
         "inflation": 1.0,
-        "laplace_steps": 200,
+        "laplace_steps": 30,
         "laplace_lr": 0.05,
     },
     "nuts": {"target_accept": 0.8, "max_tree_depth": 10, "full_mass": False, "step_size": None},
