@@ -125,7 +125,15 @@ _METHODS = ("pcn", "gpcn", "nuts")
 SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
     "pcn": ("step_size", "target_accept"),
     "gpcn": ("step_size", "target_accept", "inflation", "laplace_steps", "laplace_lr"),
-    "nuts": ("target_accept", "max_tree_depth", "full_mass", "step_size"),
+    "nuts": (
+        "target_accept",
+        "max_tree_depth",
+        "full_mass",
+        "step_size",
+        "mass",
+        "laplace_steps",
+        "laplace_lr",
+    ),
 }
 _SAMPLER_KEYS = (
     "method",
@@ -708,6 +716,8 @@ def check_sampler_options(method: str, options: Any, where: str = "sampler optio
             _int(value, f"{where} laplace_steps", 0)
         elif key == "max_tree_depth":
             _int(value, f"{where} max_tree_depth", 1)
+        elif key == "mass":
+            _choice(value, f"{where} mass", ("adapt", "laplace"))
         elif key == "full_mass" and not isinstance(value, bool):
             raise ValueError(f"{where} full_mass must be true or false, got {value!r}")
     return out

@@ -197,6 +197,7 @@ def nuts_run(
     step_size: float | torch.Tensor | None = None,
     inverse_mass_matrix: torch.Tensor | None = None,
     adapt: bool = True,
+    adapt_mass_matrix: bool = True,
     rng_state: torch.Tensor | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> NUTSResult:
@@ -221,6 +222,9 @@ def nuts_run(
             ``full_mass``, ``(d, d)`` / ``(C, d, d)``; default the identity.
         adapt: adapt step size and mass matrix during warm-up (Stan's windows); ``False`` keeps
             the given ones fixed (to continue a run).
+        adapt_mass_matrix: with ``adapt``, also adapt the mass matrix; ``False`` adapts the step
+            size only and keeps ``inverse_mass_matrix`` (e.g. a Laplace approximation's
+            covariance) throughout.
         rng_state: ``(C, L)`` uint8, the ``rng_state`` of a previous result, to continue its
             streams; overrides ``seed``.
         progress: optional ``progress(chain, iteration, stats)`` called after every iteration
@@ -315,6 +319,7 @@ def nuts_run(
             step_size=float(step_sizes[c]),
             inverse_mass_matrix=None if masses is None else masses[c].to(device),
             adapt=adapt,
+            adapt_mass_matrix=adapt and adapt_mass_matrix,
             rng_state=None if rng_state is None else rng_state[c],
             progress=progress,
             evaluations=evaluations,
@@ -341,6 +346,7 @@ def _run_chain(
     step_size: float,
     inverse_mass_matrix: torch.Tensor | None,
     adapt: bool,
+    adapt_mass_matrix: bool,
     rng_state: torch.Tensor | None,
     progress,
     evaluations: list[int],
@@ -358,7 +364,7 @@ def _run_chain(
             potential_fn=potential_fn,
             step_size=step_size,
             adapt_step_size=adapt,
-            adapt_mass_matrix=adapt,
+            adapt_mass_matrix=adapt_mass_matrix,
             full_mass=full_mass,
             target_accept_prob=float(target_accept),
             max_tree_depth=max_tree_depth,

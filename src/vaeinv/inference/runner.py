@@ -84,7 +84,15 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
         "laplace_steps": 30,
         "laplace_lr": 0.05,
     },
-    "nuts": {"target_accept": 0.8, "max_tree_depth": 10, "full_mass": False, "step_size": None},
+    "nuts": {
+        "target_accept": 0.8,
+        "max_tree_depth": 10,
+        "full_mass": False,
+        "step_size": None,
+        "mass": "adapt",
+        "laplace_steps": 30,
+        "laplace_lr": 0.05,
+    },
 }
 #: ``thin="auto"`` keeps the (uncompressed) result under this many bytes.
 RESULT_BUDGET_BYTES = 100_000_000
@@ -449,9 +457,14 @@ def sample(
             which can be resumed).
         attrs: extra attributes for the result (e.g. ``{"problem": "demo"}``); JSON-
             serialisable; part of the run fingerprint.
-        **sampler_options: ``step_size`` (initial beta) and ``target_accept`` for pCN;
-            ``target_accept``, ``max_tree_depth``, ``full_mass``, ``step_size`` for NUTS
-            (`vaeinv.inference.runner.SAMPLER_OPTIONS`).
+        **sampler_options: ``step_size`` (initial beta) and ``target_accept`` for pCN; the same
+            plus ``inflation`` (of the proposal covariance), ``laplace_steps`` and ``laplace_lr``
+            (the Adam ascent before Gauss-Newton) for gpCN; ``target_accept``,
+            ``max_tree_depth``, ``full_mass``, ``step_size`` and ``mass`` for NUTS: ``"adapt"``
+            (Stan's windowed adaptation from the identity) or ``"laplace"`` (the Laplace
+            covariance as a fixed dense inverse mass matrix, starts drawn around the MAP, only
+            the step size adapted; with ``laplace_steps``, ``laplace_lr``). Defaults in
+            `vaeinv.inference.runner.SAMPLER_OPTIONS`.
 
     Returns:
         ``arviz.InferenceData`` laid out as in [`results`][vaeinv.inference.results]
@@ -467,6 +480,8 @@ def sample(
     if method not in SAMPLER_OPTIONS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLER_OPTIONS)}")
     options = _check_options(method, sampler_options)
+    if options.get("mass", "adapt") not in ("adapt", "laplace"):
+        raise ValueError(f"NUTS mass must be 'adapt' or 'laplace', got {options['mass']!r}")
     num_chains = _positive_int("num_chains", num_chains)
     num_draws = _positive_int("num_draws", num_draws)
     num_warmup = _positive_int("num_warmup", num_warmup, minimum=0)
@@ -720,6 +735,18 @@ class _Run:
         Adam ascent per chain, the best MAP kept), then chains at over-dispersed draws of it,
         ``N(m, INIT_SCALE^2 C)``, from the pCN stream."""
         opts = self.options
+        laplace = self._laplace()
+        z_init = laplace.sample(self.z0.shape[0], self.generator, inflation=INIT_SCALE**2)
+        return gpcn_init(
+            self.posterior,
+            z_init,
+            laplace,
+            step_size=opts["step_size"],
+            inflation=float(opts["inflation"]),
+        )
+
+    def _laplace(self):
+        opts = self.options
         laplace = laplace_approximation(
             self.posterior, self.z0, steps=int(opts["laplace_steps"]), lr=float(opts["laplace_lr"])
         )
@@ -729,14 +756,17 @@ class _Run:
         )
         self.extra_forward_solves += laplace.num_forward_solves
         self.gradient_evaluations += laplace.num_gradient_evaluations
-        z_init = laplace.sample(self.z0.shape[0], self.generator, inflation=INIT_SCALE**2)
-        return gpcn_init(
-            self.posterior,
-            z_init,
-            laplace,
-            step_size=opts["step_size"],
-            inflation=float(opts["inflation"]),
+        return laplace
+
+    def _laplace_start(self):
+        """NUTS with ``mass="laplace"``: over-dispersed starts ``N(m, INIT_SCALE^2 C)`` and the
+        Laplace covariance ``C`` as the (fixed, dense) inverse mass matrix."""
+        laplace = self._laplace()
+        generator = torch.Generator().manual_seed(
+            _derived_seed(self.settings["seed"], _STREAM_NUTS)
         )
+        z0 = laplace.sample(self.z0.shape[0], generator, inflation=INIT_SCALE**2)
+        return z0, laplace.covariance
 
     def _run_nuts(self, store: _Checkpoint | None, bar: _Bar) -> None:
         from .nuts import nuts_run
@@ -768,10 +798,16 @@ class _Run:
             if self.nuts is None:
                 z0 = self.z0
                 kwargs.update(step_size=options["step_size"], adapt=True)
+                if options["mass"] == "laplace":
+                    z0, covariance = self._laplace_start()
+                    kwargs.update(
+                        full_mass=True, inverse_mass_matrix=covariance, adapt_mass_matrix=False
+                    )
             else:
                 z0 = self.nuts["z"]
                 kwargs.update(
                     step_size=self.nuts["step_size"],
+                    full_mass=self.nuts["inverse_mass_matrix"].dim() == 3,
                     inverse_mass_matrix=self.nuts["inverse_mass_matrix"],
                     rng_state=self.nuts["rng_state"],
                     adapt=False,
@@ -806,7 +842,7 @@ class _Run:
         solves = (
             s["num_chains"] * (1 + self.total) + self.extra_forward_solves
             if self.method in ("pcn", "gpcn")
-            else self.gradient_evaluations + s["num_chains"] * self.kept
+            else self.gradient_evaluations + s["num_chains"] * self.kept + self.extra_forward_solves
         )
         prior = getattr(self.posterior, "prior", None)
         run_attrs = {
