@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -36,3 +37,19 @@ def test_prior_in_your_own_code_example(tmp_path):
     assert all(np.isfinite(p).all() and p.max() > 0 for p in out["pressures"])
     # the fit improves on its start
     assert np.mean(out["losses"][-5:]) < np.mean(out["losses"][:5])
+
+
+@pytest.mark.slow
+def test_inversion_in_python_example(tmp_path):
+    """A short run of both posteriors: results saved and read back, finite diagnostics."""
+    import arviz as az
+
+    example = load("03_inversion_in_python")
+    args = ["--chains", "2", "--draws", "20", "--warmup", "10", "--out", str(tmp_path)]
+    out = example.main(example.parse_args(args))
+    assert set(out["summary"]) == {"vae-gpcn", "gf-pcn"}
+    for name, figures in out["summary"].items():
+        assert np.isfinite(list(figures.values())).all(), name
+        assert 0 < figures["rel_l2"] < 1.5
+        back = az.from_netcdf(tmp_path / f"{name}.nc")
+        assert back.posterior["log_k"].shape == (2, 20, 64, 64)
