@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from vaeinv import Grid
-from vaeinv.inference import results, runner
+from vaeinv.inference import results, runner, thinning
 from vaeinv.inference.posterior import Posterior
 from vaeinv.inference.runner import RunProgress, auto_thin, resolve_thin, sample
 
@@ -474,7 +475,7 @@ def test_checkpoint_errors(problem, seed, tmp_path):
         sample(problem.posterior, seed=seed, checkpoint=bad, resume=True, **QUICK)
     torch_file = tmp_path / "c"
     torch_file.mkdir()
-    runner.safetensors.torch.save_file({"x": torch.zeros(1)}, str(torch_file / "state.safetensors"))
+    safetensors.torch.save_file({"x": torch.zeros(1)}, str(torch_file / "state.safetensors"))
     with pytest.raises(ValueError, match="is not a vaeinv run checkpoint"):
         sample(problem.posterior, seed=seed, checkpoint=torch_file, resume=True, **QUICK)
 
@@ -554,7 +555,7 @@ def test_auto_thin_in_a_run_keeps_the_result_under_budget(problem, seed, monkeyp
     assert idata.attrs["thin"] == 1 and idata.posterior.sizes["draw"] == 14
     per_draw = 3 * (6 * 8 + 8 * 3 + 16 * 4 + 48)
     budget = 8 * 6 + 32 * 4 + 4 * per_draw  # room for 4 draws per chain: thin = 14 // 5 + 1
-    monkeypatch.setattr(runner, "RESULT_BUDGET_BYTES", budget)
+    monkeypatch.setattr(thinning, "RESULT_BUDGET_BYTES", budget)
     assert resolve_thin(post, "auto", num_chains=3, num_draws=14) == 3
     idata = sample(post, seed=seed, **QUICK)
     assert (idata.attrs["thin"], idata.attrs["thin_requested"]) == (3, "auto")

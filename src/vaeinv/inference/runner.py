@@ -15,7 +15,7 @@ keeps ``num_draws // thin`` draws (the floor: when ``thin`` does not divide ``nu
 last ``num_draws % thin`` iterations, which would not be kept, are not run). Every kept draw
 carries its latents and its field: ``z (chain, draw, latent)`` and ``log_k (chain, draw, y, x)``
 share the draws. ``thin="auto"`` picks the smallest ``thin`` that keeps the result under
-about 100 MB ([`auto_thin`][vaeinv.inference.runner.auto_thin]); the resolved value is
+about 100 MB ([`auto_thin`][vaeinv.inference.thinning.auto_thin]); the resolved value is
 recorded in the attributes and the fingerprint. pCN keeps the field its step decoded (cached
 in the [`PCNState`][vaeinv.inference.pcn.PCNState]), so storing ``log_k`` costs no extra
 decode; NUTS decodes its kept draws in a batch at the end of each chunk.
@@ -41,8 +41,6 @@ mass matrix and the saved RNG state.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,14 +48,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 
-from ..vae.checkpoint import check_safetensors, write_json, write_safetensors
 from . import results
 from .gpcn import GPCNState, gpcn_init, gpcn_step, laplace_approximation
 from .pcn import PCNState, freeze_adaptation, pcn_init, pcn_step
+from .run_checkpoint import FORMAT, FORMAT_VERSION, RunCheckpoint, check_fingerprint, jsonable
+from .thinning import RESULT_BUDGET_BYTES, auto_thin, positive_int, resolve_thin
 
 if TYPE_CHECKING:  # results.py is the one module that imports arviz at run time
     import arviz as az
@@ -94,13 +91,9 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
         "laplace_lr": 0.05,
     },
 }
-#: ``thin="auto"`` keeps the (uncompressed) result under this many bytes.
-RESULT_BUDGET_BYTES = 100_000_000
-FORMAT = "vaeinv-run-checkpoint"
-FORMAT_VERSION = 2  # 2: num_draws counts iterations, log_k on every kept draw
-_STATE = "state.safetensors"
 _STREAM_INIT, _STREAM_PCN, _STREAM_NUTS = 0, 1, 2
 _DECODE_BATCH = 256
+_Checkpoint = RunCheckpoint  # the name tests and older code use
 
 
 @dataclass(frozen=True)
@@ -136,96 +129,6 @@ def _sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def auto_thin(
-    num_chains: int,
-    num_draws: int,
-    latent_dim: int,
-    num_data: int,
-    num_cells: int,
-    itemsize: int,
-    budget: int | None = None,
-) -> int:
-    """The smallest ``thin`` that keeps a result under ``budget`` bytes (uncompressed).
-
-    A kept draw costs, per chain, its field (``num_cells * itemsize``) plus ``8 d + 16 m + 48``
-    bytes (latents, prediction, pointwise log-likelihood, sample statistics); the groups without
-    draws (observed data, noise, sensors, the truth) cost ``8 num_cells + 32 m``. With ``thin``
-    a chain keeps ``num_draws // thin`` draws. At least one draw per chain is kept (``thin`` is
-    at most ``num_draws``), even when that alone is over budget.
-
-    Args:
-        num_chains: chains.
-        num_draws: post-warm-up iterations per chain.
-        latent_dim: ``d``.
-        num_data: ``m``, the sensors.
-        num_cells: cells of one field.
-        itemsize: bytes per field value (4 for a float32 decoder).
-        budget: the bytes allowed (default
-            `RESULT_BUDGET_BYTES`).
-
-    Returns:
-        ``thin`` in ``[1, num_draws]``.
-    """
-    budget = RESULT_BUDGET_BYTES if budget is None else budget
-    per_draw = num_chains * (num_cells * itemsize + 8 * latent_dim + 16 * num_data + 48)
-    fixed = 8 * num_cells + 32 * num_data
-    fits = max(0, budget - fixed) // per_draw  # kept draws per chain within budget
-    if fits >= num_draws:
-        return 1
-    if fits == 0:
-        return num_draws
-    # the smallest t with num_draws // t <= fits
-    return num_draws // (fits + 1) + 1
-
-
-def resolve_thin(posterior, thin: int | str, *, num_chains: int, num_draws: int) -> int:
-    """The ``thin`` a run of ``posterior`` uses: ``thin`` itself, checked, or for ``"auto"``
-    [`auto_thin`][vaeinv.inference.runner.auto_thin] from the posterior's sizes (one probe
-    decode gives the field's size and dtype).
-
-    Args:
-        posterior: the posterior to sample.
-        thin: an integer in ``[1, num_draws]`` or ``"auto"``.
-        num_chains: chains.
-        num_draws: post-warm-up iterations per chain.
-
-    Returns:
-        the thinning, an integer in ``[1, num_draws]``.
-
-    Raises:
-        ValueError: ``thin`` not ``"auto"`` or an integer >= 1, or larger than ``num_draws``
-            (no draw would be kept).
-    """
-    num_chains = _positive_int("num_chains", num_chains)
-    num_draws = _positive_int("num_draws", num_draws)
-    if isinstance(thin, str):
-        if thin != "auto":
-            raise ValueError(f"thin must be 'auto' or an integer >= 1, got {thin!r}")
-        with torch.no_grad():
-            probe = posterior.decode(torch.zeros(1, posterior.latent_dim, dtype=torch.float64))
-        return auto_thin(
-            num_chains,
-            num_draws,
-            posterior.latent_dim,
-            posterior.num_data,
-            probe[0].numel(),
-            probe.element_size(),
-        )
-    thin = _positive_int("thin", thin)
-    if thin > num_draws:
-        raise ValueError(
-            f"thin={thin} is larger than num_draws={num_draws}: no draw would be kept; expected "
-            "thin <= num_draws (a chain keeps num_draws // thin draws)"
-        )
-    return thin
-
-
 def _check_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
     valid = SAMPLER_OPTIONS[method]
     unknown = sorted(set(options) - set(valid))
@@ -239,86 +142,6 @@ def _check_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
         if value is not None and not isinstance(value, bool | int | float | str):
             raise ValueError(f"sampler option {key}={value!r} must be a number, bool or string")
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str, sort_keys=True))
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _check_fingerprint(folder: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-    old, new = _flatten(saved), _flatten(now)
-
-    def show(d: Mapping[str, Any], key: str) -> str:
-        return repr(d[key]) if key in d else "<absent>"
-
-    differ = [
-        f"{k}: {show(old, k)} in the checkpoint, {show(new, k)} now"
-        for k in sorted(set(old) | set(new))
-        if show(old, k) != show(new, k)
-    ]
-    if differ:
-        raise ValueError(
-            f"cannot resume: the checkpoint {folder} belongs to another run; " + "; ".join(differ)
-        )
-
-
-class _Checkpoint:
-    """The checkpoint folder: chunk files and the state file (atomic writes)."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-
-    def chunk_path(self, index: int) -> Path:
-        return self.folder / f"chunk_{index:05d}.safetensors"
-
-    def exists(self) -> bool:
-        return (self.folder / _STATE).is_file()
-
-    def write_chunk(self, index: int, chunk: dict[str, torch.Tensor]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_safetensors(chunk, self.chunk_path(index))
-
-    def write_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / _STATE
-        tmp = path.with_name(path.name + ".tmp")
-        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        safetensors.torch.save_file(cpu, str(tmp), metadata={"vaeinv_state": json.dumps(meta)})
-        os.replace(tmp, path)
-        write_json(meta, self.folder / "state.json")  # a readable copy; the header rules
-
-    def read_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        path = self.folder / _STATE
-        try:
-            check_safetensors(path)
-            with safetensors.safe_open(str(path), "pt") as handle:
-                meta = json.loads((handle.metadata() or {})["vaeinv_state"])
-                tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-        except (KeyError, json.JSONDecodeError, OSError, safetensors.SafetensorError) as err:
-            raise ValueError(f"{path} is not a vaeinv run checkpoint: {err}") from None
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: format {meta.get('format')!r} v{meta.get('format_version')!r}, "
-                f"expected {FORMAT!r} v{FORMAT_VERSION}"
-            )
-        return tensors, meta
-
-    def read_chunk(self, index: int) -> dict[str, torch.Tensor]:
-        path = self.chunk_path(index)
-        if not path.is_file():
-            raise ValueError(f"checkpoint chunk {path} is missing; cannot resume")
-        check_safetensors(path)
-        return safetensors.torch.load_file(str(path))
 
 
 class _Bar:
@@ -439,7 +262,7 @@ def sample(
         num_warmup: warm-up iterations per chain (adaptation), not kept.
         thin: keep every ``thin``-th iteration after warm-up (an integer in
             ``[1, num_draws]``), or ``"auto"``: the smallest ``thin`` that keeps the result
-            under about 100 MB ([`auto_thin`][vaeinv.inference.runner.auto_thin]). The
+            under about 100 MB ([`auto_thin`][vaeinv.inference.thinning.auto_thin]). The
             resolved value is in ``attrs["thin"]`` (``attrs["thin_requested"]`` says what was
             asked).
         seed: the run's seed (an integer >= 0); derives every generator, recorded in attrs.
@@ -482,15 +305,15 @@ def sample(
     options = _check_options(method, sampler_options)
     if options.get("mass", "adapt") not in ("adapt", "laplace"):
         raise ValueError(f"NUTS mass must be 'adapt' or 'laplace', got {options['mass']!r}")
-    num_chains = _positive_int("num_chains", num_chains)
-    num_draws = _positive_int("num_draws", num_draws)
-    num_warmup = _positive_int("num_warmup", num_warmup, minimum=0)
+    num_chains = positive_int("num_chains", num_chains)
+    num_draws = positive_int("num_draws", num_draws)
+    num_warmup = positive_int("num_warmup", num_warmup, minimum=0)
     if not isinstance(thin, str):
-        thin = _positive_int("thin", thin)
+        thin = positive_int("thin", thin)
     elif thin != "auto":
         raise ValueError(f"thin must be 'auto' or an integer >= 1, got {thin!r}")
-    chunk_size = _positive_int("chunk_size", chunk_size)
-    seed = _positive_int("seed", seed, minimum=0)
+    chunk_size = positive_int("chunk_size", chunk_size)
+    seed = positive_int("seed", seed, minimum=0)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint folder to resume from")
     if not (isinstance(progress, bool) or callable(progress)):
@@ -514,7 +337,7 @@ def sample(
         "sampler_options": options,
         "init": f"prior draws x {INIT_SCALE}" if init is None else f"user {_sha256(z0)}",
     }
-    fingerprint = _jsonable(
+    fingerprint = jsonable(
         {
             **settings,
             "posterior": {
@@ -530,7 +353,7 @@ def sample(
     )
     run = _Run(posterior, method, settings, fingerprint, z0, progress)
     run.thin_requested = thin_requested
-    store = None if checkpoint is None else _Checkpoint(checkpoint)
+    store = None if checkpoint is None else RunCheckpoint(checkpoint)
     if store is not None and store.exists():
         if not resume:
             raise ValueError(
@@ -605,9 +428,9 @@ class _Run:
             out.update({f"nuts.{k}": v for k, v in self.nuts.items()})
         return out
 
-    def restore(self, store: _Checkpoint) -> None:
+    def restore(self, store: RunCheckpoint) -> None:
         tensors, meta = store.read_state()
-        _check_fingerprint(store.folder, meta["fingerprint"], self.fingerprint)
+        check_fingerprint(store.folder, meta["fingerprint"], self.fingerprint)
         self.iteration = int(meta["iteration"])
         self.draws_written = int(meta["draws_written"])
         self.frozen = bool(meta["frozen"])
@@ -626,7 +449,7 @@ class _Run:
         nuts = {k[5:]: v for k, v in tensors.items() if k.startswith("nuts.")}
         self.nuts = nuts or None
 
-    def checkpoint(self, store: _Checkpoint | None, bar: _Bar, acceptance: float) -> None:
+    def checkpoint(self, store: RunCheckpoint | None, bar: _Bar, acceptance: float) -> None:
         if store is not None:
             store.write_state(self.tensors(), self.meta())
         warm = self.iteration < self.settings["num_warmup"]
@@ -643,7 +466,7 @@ class _Run:
             )
         )
 
-    def add_chunk(self, store: _Checkpoint | None, chunk: dict[str, torch.Tensor]) -> None:
+    def add_chunk(self, store: RunCheckpoint | None, chunk: dict[str, torch.Tensor]) -> None:
         if store is not None:
             store.write_chunk(len(self.chunks), chunk)
         self.chunks.append(chunk)
@@ -651,7 +474,7 @@ class _Run:
         self.complete = self.draws_written >= self.kept
 
     # ------------------------------------------------------------------ running
-    def execute(self, store: _Checkpoint | None) -> None:
+    def execute(self, store: RunCheckpoint | None) -> None:
         if self.complete:
             return
         per = self.settings["num_chains"] if self.method == "nuts" else 1  # NUTS: in turn
@@ -667,7 +490,7 @@ class _Run:
     def _timed(self, start: float) -> None:
         self.wall_time += time.perf_counter() - start
 
-    def _run_pcn(self, store: _Checkpoint | None, bar: _Bar) -> None:
+    def _run_pcn(self, store: RunCheckpoint | None, bar: _Bar) -> None:
         s = self.settings
         posterior, target = self.posterior, self.options["target_accept"]
         block = s["chunk_size"] * s["thin"]
@@ -768,7 +591,7 @@ class _Run:
         z0 = laplace.sample(self.z0.shape[0], generator, inflation=INIT_SCALE**2)
         return z0, laplace.covariance
 
-    def _run_nuts(self, store: _Checkpoint | None, bar: _Bar) -> None:
+    def _run_nuts(self, store: RunCheckpoint | None, bar: _Bar) -> None:
         from .nuts import nuts_run
 
         s = self.settings
