@@ -41,6 +41,7 @@ mass matrix and the saved RNG state.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -153,7 +154,15 @@ class _Bar:
         if progress is True:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=done, desc=f"{method} sampling", unit="it")
+            # in a log file (no terminal) a refresh every 30 s instead of ten a second
+            interval = 0.1 if sys.stderr.isatty() else 30.0
+            self.bar = tqdm(
+                total=total,
+                initial=done,
+                desc=f"{method} sampling",
+                unit="it",
+                mininterval=interval,
+            )
 
     def step(self, n: int = 1) -> None:
         if self.bar is not None:
