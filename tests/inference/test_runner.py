@@ -23,6 +23,7 @@ import torch
 from vaeinv import Grid
 from vaeinv.inference import results, runner, thinning
 from vaeinv.inference.posterior import Posterior
+from vaeinv.inference.run_checkpoint import RunCheckpoint
 from vaeinv.inference.runner import RunProgress, auto_thin, resolve_thin, sample
 
 from linear_gaussian import assert_moments, linear_gaussian
@@ -287,7 +288,7 @@ def test_checkpoint_folder_contents(problem, seed, tmp_path):
     assert names == [f"chunk_{i:05d}.safetensors" for i in range(4)] + [
         "state.json", "state.safetensors"
     ]  # fmt: skip
-    meta = runner._Checkpoint(folder).read_state()[1]
+    meta = RunCheckpoint(folder).read_state()[1]
     assert meta["complete"] and meta["chunks_written"] == 4 and meta["draws_written"] == 14
     assert meta["iteration"] == 24 and meta["frozen"]
     assert meta["fingerprint"]["seed"] == seed and meta["fingerprint"]["method"] == "pcn"
@@ -308,7 +309,7 @@ def test_resumed_pcn_run_is_bit_identical(problem, seed, tmp_path, stop_at):
             problem.posterior, seed=seed, checkpoint=folder,
             **{**QUICK, "progress": stop_after(stop_at, seen)},
         )  # fmt: skip
-    assert not runner._Checkpoint(folder).read_state()[1]["complete"]
+    assert not RunCheckpoint(folder).read_state()[1]["complete"]
     resumed = sample(problem.posterior, seed=seed, checkpoint=folder, resume=True, **QUICK)
     assert_same_draws(reference, resumed)
 
@@ -326,7 +327,7 @@ def test_resumed_thinned_pcn_run_is_bit_identical(problem, seed, tmp_path):
             **{**settings, "progress": stop_after(3, seen)},
         )  # fmt: skip
     assert [p.iteration for p in seen] == [6, 10, 16] and seen[-1].draws_written == 2
-    tensors, meta = runner._Checkpoint(folder).read_state()
+    tensors, meta = RunCheckpoint(folder).read_state()
     assert tensors["pcn.field"].shape == (3, 2, 3) and meta["fingerprint"]["thin"] == 3
     resumed = sample(problem.posterior, seed=seed, checkpoint=folder, resume=True, **settings)
     assert_same_draws(reference, resumed)
@@ -356,7 +357,7 @@ def test_a_chunk_written_without_its_state_is_redone(problem, seed, tmp_path):
         sample(
             problem.posterior, seed=seed, checkpoint=folder, **{**QUICK, "progress": stop_after(4)}
         )
-    chunks = runner._Checkpoint(folder).read_state()[1]["chunks_written"]
+    chunks = RunCheckpoint(folder).read_state()[1]["chunks_written"]
     (folder / f"chunk_{chunks:05d}.safetensors").write_bytes(b"half-written garbage")
     (folder / "state.safetensors.tmp").write_bytes(b"half-written garbage")
     resumed = sample(problem.posterior, seed=seed, checkpoint=folder, resume=True, **QUICK)
@@ -421,7 +422,7 @@ def test_kill_9_loses_at_most_the_chunk_in_progress(problem, seed, tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert len(reported) == 5, reported
-    meta = runner._Checkpoint(folder).read_state()[1]
+    meta = RunCheckpoint(folder).read_state()[1]
     assert meta["iteration"] >= reported[-1]  # nothing reported as saved was lost
     assert not meta["complete"] and meta["chunks_written"] >= 3
     resumed = sample(problem.posterior, seed=seed, checkpoint=folder, resume=True, **settings)

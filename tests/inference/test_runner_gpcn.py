@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaeinv.inference import runner
+from vaeinv.inference.run_checkpoint import RunCheckpoint
 from vaeinv.inference.runner import sample
 from vaeinv.problems import check_sampler_options
 
@@ -58,7 +58,7 @@ def test_resumed_gpcn_run_is_bit_identical(problem, tmp_path):
         sample(
             problem.posterior, "gpcn", seed=3, checkpoint=folder, **{**settings, "progress": stop}
         )
-    tensors, _ = runner._Checkpoint(folder).read_state()
+    tensors, _ = RunCheckpoint(folder).read_state()
     assert tensors["pcn.scale_tril"].shape == (3, 3)  # the Laplace approximation is saved
     resumed = sample(problem.posterior, "gpcn", seed=3, checkpoint=folder, resume=True, **settings)
     for group in reference.groups():

@@ -94,7 +94,6 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
 }
 _STREAM_INIT, _STREAM_PCN, _STREAM_NUTS = 0, 1, 2
 _DECODE_BATCH = 256
-_Checkpoint = RunCheckpoint  # the name tests and older code use
 
 
 @dataclass(frozen=True)
