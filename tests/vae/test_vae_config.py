@@ -54,6 +54,9 @@ def test_bad_vae_configs(kwargs, match):
         ({"patience": 0}, "patience must be"),
         ({"grad_clip": 0.0}, "grad_clip must be a positive"),
         ({"seed": -3}, "seed must be"),
+        ({"lr_schedule": "step"}, "lr_schedule must be one of 'constant', 'cosine', got 'step'"),
+        ({"lr": 1e-3, "lr_min": 2e-3}, r"lr_min must be in \[0, lr=0.001\], got 0.002"),
+        ({"lr_min": -1.0}, r"lr_min must be in \[0, lr"),
     ],
 )
 def test_bad_train_configs(kwargs, match):

@@ -45,9 +45,12 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path, generator):
     assert not same(a, c)
 
 
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, generator, monkeypatch):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(
+    tmp_path, generator, monkeypatch, schedule
+):
     fields = tiny_fields(generator)
-    config = tiny_train_config(epochs=4)
+    config = tiny_train_config(epochs=4, lr_schedule=schedule, lr_min=1e-4)
     full = train(tiny_config(), config, fields, tmp_path / "full", progress=False)
 
     real_run_epoch, calls = training._run_epoch, []
@@ -67,8 +70,30 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, gene
     for name in ("last", "model"):
         assert same(weights(tmp_path / "full" / f"{name}.safetensors"),
                     weights(tmp_path / "cut" / f"{name}.safetensors"))  # fmt: skip
-    terms = [(r["train"], r["val"]) for r in resumed.history]
-    assert terms == [(r["train"], r["val"]) for r in full.history]
+    terms = [(r["train"], r["val"], r["lr"]) for r in resumed.history]
+    assert terms == [(r["train"], r["val"], r["lr"]) for r in full.history]
+
+
+def test_cosine_schedule_sets_each_epochs_rate(tmp_path, generator):
+    config = tiny_train_config(epochs=3, lr=2e-3, lr_schedule="cosine", lr_min=2e-4)
+    result = train(tiny_config(), config, tiny_fields(generator), tmp_path, progress=False)
+    # lr_min + (lr - lr_min) (1 + cos(pi (e - 1) / 3)) / 2 for e = 1, 2, 3
+    expected = [2e-3, 2e-4 + 1.8e-3 * 0.75, 2e-4 + 1.8e-3 * 0.25]
+    assert [r["lr"] for r in result.history] == pytest.approx(expected, rel=1e-12)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert [r["lr"] for r in saved["epochs"]] == pytest.approx(expected, rel=1e-12)
+    constant = train(tiny_config(), tiny_train_config(epochs=2, lr=3e-3),
+                     tiny_fields(generator), tmp_path / "c", progress=False)  # fmt: skip
+    assert [r["lr"] for r in constant.history] == [3e-3, 3e-3]
+
+
+def test_cosine_resume_must_keep_the_number_of_epochs(tmp_path, generator):
+    fields = tiny_fields(generator, n=12)
+    cosine = tiny_train_config(epochs=1, lr_schedule="cosine")
+    train(tiny_config(), cosine, fields, tmp_path, progress=False)
+    longer = tiny_train_config(epochs=2, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="cannot resume: train_config differs"):
+        train(tiny_config(), longer, fields, tmp_path, resume=True, progress=False)
 
 
 def test_resume_can_extend_the_number_of_epochs(tmp_path, generator):

@@ -152,6 +152,17 @@ class VAEConfig:
         return (self.latent_dim,)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based) under ``config.lr_schedule``."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    cos = math.cos(math.pi * (epoch - 1) / config.epochs)
+    return config.lr_min + (config.lr - config.lr_min) * (1 + cos) / 2
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a VAE is trained (see [`train`][vaeinv.vae.train]).
@@ -169,6 +180,12 @@ class TrainConfig:
         seed: the one seed of initial weights, the split, shuffling and latent noise.
         num_threads: torch CPU threads during training (``None`` keeps the current setting).
         grad_clip: clip the gradient norm to this value (``None`` for no clipping).
+        lr_schedule: ``"constant"`` keeps ``lr``; ``"cosine"`` sets the rate of epoch ``e`` (of
+            ``E = epochs``) to ``lr_min + (lr - lr_min) * (1 + cos(pi * (e - 1) / E)) / 2``, from
+            ``lr`` at the first epoch down towards ``lr_min`` at the last (cosine annealing,
+            Loshchilov & Hutter 2017). The rate is a function of the epoch alone, so a resumed
+            run follows the same schedule; with ``"cosine"`` a resume must keep ``epochs``.
+        lr_min: the floor of the cosine schedule, in ``[0, lr]``.
 
     Raises:
         ValueError: a value out of range (named in the message).
@@ -185,9 +202,16 @@ class TrainConfig:
     seed: int = 0
     num_threads: int | None = None
     grad_clip: float | None = None
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0
 
     def __post_init__(self) -> None:
         own = "TrainConfig"
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"{own} lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}, "
+                f"got {self.lr_schedule!r}"
+            )
         _positive_int(own, "epochs", self.epochs)
         _positive_int(own, "batch_size", self.batch_size)
         _positive_int(own, "seed", self.seed, minimum=0)
@@ -203,6 +227,10 @@ class TrainConfig:
             object.__setattr__(self, name, value)
         if self.val_fraction > 0.5:
             raise ValueError(f"{own} val_fraction must be in [0, 0.5], got {self.val_fraction}")
+        lr_min = _finite(own, "lr_min", self.lr_min)
+        if not 0 <= lr_min <= self.lr:
+            raise ValueError(f"{own} lr_min must be in [0, lr={self.lr}], got {lr_min}")
+        object.__setattr__(self, "lr_min", lr_min)
         if self.grad_clip is not None:
             clip = _finite(own, "grad_clip", self.grad_clip, positive=True)
             object.__setattr__(self, "grad_clip", clip)

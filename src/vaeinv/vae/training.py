@@ -31,7 +31,7 @@ from ..grid import Grid
 from ._history import plot_history, write_history
 from ._state import STEM, load_train_state, save_train_state
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, VAEConfig, to_dict
+from .config import TrainConfig, VAEConfig, epoch_lr, to_dict
 from .losses import vae_loss
 from .networks import VAE, init_vae
 
@@ -208,6 +208,8 @@ def train(
                 break
             start = time.perf_counter()
             bar.set_description(f"epoch {epoch}/{cfg.epochs}")
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(cfg, epoch)
             shuffled = train_index[torch.randperm(len(train_index), generator=generator)]
             model.train()
             train_terms = _run_epoch(
@@ -224,6 +226,7 @@ def train(
                 )  # fmt: skip
             record = {"epoch": epoch, "train": train_terms, "val": val_terms}
             record["seconds"] = time.perf_counter() - start
+            record["lr"] = epoch_lr(cfg, epoch)
             info["history"].append(record)
             monitored = (val_terms or train_terms)["total"]
             if not math.isfinite(monitored):
@@ -274,12 +277,16 @@ def _summary(info: dict[str, Any]) -> dict[str, Any]:
 def _check_same_run(saved: dict[str, Any], now: dict[str, Any]) -> None:
     """Raise ``ValueError`` unless a resume uses the saved configs and data.
 
-    ``epochs`` (to extend a run) and ``num_threads`` may differ.
+    ``epochs`` (to extend a run under a constant rate) and ``num_threads`` may differ.
     """
     for key in ("model_config", "train_config", "data_sha256"):
         old, new = saved[key], now[key]
         if key == "train_config":
-            free = {"epochs": None, "num_threads": None}  # may change between sessions
+            # runs saved before the schedule existed trained at a constant rate
+            old = {"lr_schedule": "constant", "lr_min": 0.0, **old}
+            free = {"num_threads": None}  # may change between sessions
+            if new["lr_schedule"] == "constant":
+                free["epochs"] = None  # the schedule does not depend on it
             old, new = {**old, **free}, {**new, **free}
         if old != new:
             raise ValueError(f"cannot resume: {key} differs from the saved run ({old} != {new})")
