@@ -1,0 +1,79 @@
+"""Inverse problems as folders: ``problems/<name>/problem.toml`` -> a validated `Problem`.
+
+A problem names everything an inversion needs: the grid, the flow physics, the sensors, the
+prior, the observed data (a CSV file next to the TOML), optionally the true field, and the
+sampler's defaults. Layout (every key not marked optional is required; unknown keys anywhere
+are errors)::
+
+    name = "mdgm-gaussian"
+    description = "..."                      # optional
+
+    [grid]
+    nx = 64
+    ny = 64
+    lx = 1.0                                 # optional, default 1
+    ly = 1.0                                 # optional, default 1
+
+    [physics]
+    dirichlet = { left = 0.0, right = 0.0 }  # fixed pressures; other sides are no-flow
+    source = 3.0                             # optional, default 0
+    solver = "auto"                          # optional: "auto" | "direct" | "multigrid"
+
+    [sensors]                                # exactly one of:
+    lattice = 8                              # PointSensors.lattice(grid, 8)
+    # file = "sensors.csv"                   # columns x,y
+
+    [prior]                                  # a VAE checkpoint:
+    name = "gaussian64"                      # a shipped name, or a path relative to the folder
+    # or the Gaussian-field baseline:
+    # kind = "gaussian-field"
+    # mean, std, length_scale, kernel, nu, anisotropy, angle, method, num_modes (optional)
+
+    [truth]                                  # optional
+    file = "truth.txt"
+    format = "log_k"                         # "log_k" (ny rows of nx values, row 0 at y = 0)
+                                             # or "mdgm-k" (permeability K, rows as MDGM's)
+    seed = 7                                 # optional, with generator: the truth was drawn
+    generator = { kind = "gaussian", ... }   # from this vaeinv.fields config with this seed
+
+    [data]
+    file = "data.csv"                        # columns x,y,value,noise_std; '#' comments
+    noise_kind = "absolute"                  # sd = the noise_std column, or "relative":
+                                             # sd = noise_fraction * |value|
+    noise_fraction = 0.05                    # how the data was made: sd = fraction * |clean|
+    seed = 1                                 # and the seed of the noise (see make_data)
+
+    [sampler]                                # defaults of `vaeinv invert`, all optional
+    method = "pcn"
+    num_chains = 4
+    num_draws = 1000                         # iterations per chain after warm-up
+    num_warmup = 1000
+    thin = "auto"                            # or an integer: keep every thin-th iteration
+    seed = 0
+    chunk_size = 100
+    [sampler.pcn]                            # options of one method, passed to vaeinv.sample
+    target_accept = 0.25
+
+The data file's sensor positions must be those of ``[sensors]``, in the same order.
+[`make_data`][vaeinv.problems.make_data] regenerates it from the truth.
+"""
+
+from ._checks import SAMPLER_OPTIONS, check_sampler_options
+from .files import make_data, make_truth, read_truth
+from .load import list_problems, load_problem, problems_folder
+from .spec import PhysicsSpec, PriorSpec, Problem, SamplerDefaults
+
+__all__ = [
+    "SAMPLER_OPTIONS",
+    "PhysicsSpec",
+    "PriorSpec",
+    "Problem",
+    "SamplerDefaults",
+    "check_sampler_options",
+    "list_problems",
+    "load_problem",
+    "make_data",
+    "make_truth",
+    "problems_folder",
+    "read_truth",
+]

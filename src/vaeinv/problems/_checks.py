@@ -1,0 +1,145 @@
+"""The keys a problem file may hold, and the checks of its values (errors name the bad value)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+_TOP_KEYS = (
+    "name",
+    "description",
+    "grid",
+    "physics",
+    "sensors",
+    "prior",
+    "truth",
+    "data",
+    "sampler",
+)
+_GRID_KEYS = ("nx", "ny", "lx", "ly")
+_PHYSICS_KEYS = ("dirichlet", "source", "solver")
+_SENSOR_KEYS = ("lattice", "file")
+_PRIOR_KEYS = ("name", "kind")
+_FIELD_PRIOR_KEYS = (
+    "mean",
+    "std",
+    "length_scale",
+    "kernel",
+    "nu",
+    "anisotropy",
+    "angle",
+    "method",
+    "num_modes",
+)
+_PRIOR_KINDS = ("vae", "gaussian-field")
+_TRUTH_KEYS = ("file", "format", "seed", "generator")
+_TRUTH_FORMATS = ("log_k", "mdgm-k")
+_DATA_KEYS = ("file", "noise_kind", "noise_fraction", "seed")
+_NOISE_KINDS = ("absolute", "relative")
+_DATA_COLUMNS = ("x", "y", "value", "noise_std")
+_METHODS = ("pcn", "gpcn", "nuts")
+#: The options of each sampling method that a problem's ``[sampler.<method>]`` table (or
+#: ``vaeinv invert --option``) may set; they are passed on to ``vaeinv.sample``.
+SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "pcn": ("step_size", "target_accept"),
+    "gpcn": ("step_size", "target_accept", "inflation", "laplace_steps", "laplace_lr"),
+    "nuts": (
+        "target_accept",
+        "max_tree_depth",
+        "full_mass",
+        "step_size",
+        "mass",
+        "laplace_steps",
+        "laplace_lr",
+    ),
+}
+_SAMPLER_KEYS = (
+    "method",
+    "num_chains",
+    "num_draws",
+    "num_warmup",
+    "thin",
+    "seed",
+    "chunk_size",
+    *_METHODS,
+)
+#: Position tolerance when matching the data file's sensors to ``[sensors]``.
+_XY_TOL = 1e-9
+
+
+def _check_keys(table: Any, known: tuple[str, ...], where: str) -> dict:
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table, got {table!r}")
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown key {unknown[0]!r} in {where}; expected keys: {', '.join(known)}"
+        )
+    return table
+
+
+def _require(table: dict, key: str, where: str) -> Any:
+    if key not in table:
+        raise ValueError(f"{where} has no {key!r}")
+    return table[key]
+
+
+def _int(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def _float(value: Any, name: str, *, positive: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        kind = "a positive finite number" if positive else "a finite number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _file(folder: Path, value: Any, name: str, must_exist: bool = True) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a file name, got {value!r}")
+    path = (folder / value).resolve()
+    if must_exist and not path.is_file():
+        raise ValueError(f"{name} {value!r} does not exist (looked for {path})")
+    return path
+
+
+def check_sampler_options(method: str, options: Any, where: str = "sampler options") -> dict:
+    """Check a method's sampler options (names from `SAMPLER_OPTIONS`, values by type).
+
+    Raises:
+        ValueError: an unknown method or option (the valid ones listed), or a bad value.
+    """
+    _choice(method, "method", _METHODS)
+    _check_keys(options, SAMPLER_OPTIONS[method], f"{where} (options of {method!r})")
+    out = dict(options)
+    for key, value in options.items():
+        if key == "target_accept":
+            v = _float(value, f"{where} target_accept")
+            if not 0 < v < 1:
+                raise ValueError(f"{where} target_accept must be in (0, 1), got {value!r}")
+        elif key == "step_size":
+            v = _float(value, f"{where} step_size", positive=True)
+            if method in ("pcn", "gpcn") and v > 1:
+                raise ValueError(f"{where} step_size (pCN beta) must be in (0, 1], got {value!r}")
+        elif key in ("inflation", "laplace_lr"):
+            _float(value, f"{where} {key}", positive=True)
+        elif key == "laplace_steps":
+            _int(value, f"{where} laplace_steps", 0)
+        elif key == "max_tree_depth":
+            _int(value, f"{where} max_tree_depth", 1)
+        elif key == "mass":
+            _choice(value, f"{where} mass", ("adapt", "laplace"))
+        elif key == "full_mass" and not isinstance(value, bool):
+            raise ValueError(f"{where} full_mass must be true or false, got {value!r}")
+    return out

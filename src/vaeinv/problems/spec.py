@@ -1,0 +1,230 @@
+"""A validated problem and its parts: physics, prior, sampler defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..grid import Grid
+
+__all__ = ["PhysicsSpec", "PriorSpec", "Problem", "SamplerDefaults"]
+
+
+@dataclass(frozen=True)
+class PhysicsSpec:
+    """The flow problem: ``-div(k grad p) = source``, fixed pressures on ``dirichlet`` sides.
+
+    Args:
+        dirichlet: ``{side: pressure}``; sides not named are no-flow.
+        source: the source term per unit area.
+        solver: the [`DarcyFlow`][vaeinv.physics.DarcyFlow] solver.
+    """
+
+    dirichlet: dict[str, float]
+    source: float = 0.0
+    solver: str = "auto"
+
+    def build(self, grid: Grid):
+        """The [`DarcyFlow`][vaeinv.physics.DarcyFlow] on ``grid``."""
+        from ..physics import DarcyFlow
+
+        return DarcyFlow(
+            grid, dirichlet=dict(self.dirichlet), source=self.source, solver=self.solver
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"dirichlet": dict(self.dirichlet), "source": self.source, "solver": self.solver}
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """Which prior a problem uses.
+
+    Args:
+        kind: ``"vae"`` (a checkpoint) or ``"gaussian-field"`` (the Gaussian-field baseline).
+        name: for ``"vae"``: a shipped prior's name or a checkpoint path.
+        options: for ``"gaussian-field"``: the keyword arguments of
+            ``vaeinv.inference.GaussianFieldPrior`` (besides the grid).
+    """
+
+    kind: str
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, grid: Grid):
+        """Load or build the prior; a Gaussian-field prior is built on ``grid``."""
+        if self.kind == "vae":
+            from ..prior import Prior
+
+            return Prior.load(self.name)
+        from ..inference.gaussian_prior import GaussianFieldPrior
+
+        return GaussianFieldPrior(grid, **self.options)
+
+    @property
+    def label(self) -> str:
+        return str(self.name) if self.kind == "vae" else "gaussian-field"
+
+    def config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.name is not None:
+            out["name"] = self.name
+        return out | dict(self.options)
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    """A problem's default sampler settings (overridden by ``vaeinv invert`` flags).
+
+    Args:
+        method: ``"pcn"``, ``"gpcn"`` or ``"nuts"``.
+        num_chains, num_draws, num_warmup, seed, chunk_size: as in ``vaeinv.sample``
+            (``num_draws`` counts the iterations per chain after warm-up).
+        thin: keep every ``thin``-th iteration (an integer in ``[1, num_draws]``), or
+            ``"auto"`` (the runner picks the smallest that keeps the result under about 100 MB).
+        options: per method, the options passed to ``vaeinv.sample`` (see `SAMPLER_OPTIONS`).
+    """
+
+    method: str = "pcn"
+    num_chains: int = 4
+    num_draws: int = 1000
+    num_warmup: int = 1000
+    thin: int | str = "auto"
+    seed: int = 0
+    chunk_size: int = 100
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, method: str) -> dict[str, Any]:
+        """The options of ``method`` (empty when the problem sets none)."""
+        return dict(self.options.get(method, {}))
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A validated inverse problem (see the module docstring for the file layout).
+
+    Attributes:
+        name: the problem's name.
+        description: one line on what it is.
+        folder: the folder holding ``problem.toml`` (relative paths are taken from it).
+        grid: the grid.
+        physics: the flow problem.
+        sensors_xy: ``(m, 2)`` float64 sensor coordinates.
+        prior: the prior.
+        truth: the true ``log_k`` ``(ny, nx)`` float64, or ``None``.
+        data: the observed values ``(m,)`` float64 (``None`` only when loaded with
+            ``require_data=False`` and the file is missing).
+        noise_std: the noise sd per sensor ``(m,)`` float64 (the file's column; for
+            ``noise_kind="relative"``, ``noise_fraction * |data|``).
+        noise_kind: ``"absolute"`` or ``"relative"``.
+        noise_fraction: the relative noise level the data was generated with.
+        data_seed: the seed of the data's noise.
+        data_file: the data file's path.
+        truth_spec: the ``[truth]`` table (``file``, ``format``, optional ``seed``, ``generator``).
+        sampler_defaults: the ``[sampler]`` table.
+    """
+
+    name: str
+    description: str
+    folder: Path
+    grid: Grid
+    physics: PhysicsSpec
+    sensors_xy: torch.Tensor
+    prior: PriorSpec
+    truth: torch.Tensor | None
+    data: torch.Tensor | None
+    noise_std: torch.Tensor | None
+    noise_kind: str
+    noise_fraction: float
+    data_seed: int
+    data_file: Path
+    truth_spec: dict[str, Any] | None
+    sampler_defaults: SamplerDefaults
+
+    def __repr__(self) -> str:
+        return (
+            f"Problem({self.name!r}, {self.grid}, {self.num_sensors} sensors, "
+            f"prior={self.prior.label!r})"
+        )
+
+    @property
+    def num_sensors(self) -> int:
+        return int(self.sensors_xy.shape[0])
+
+    def build_physics(self):
+        """A fresh [`DarcyFlow`][vaeinv.physics.DarcyFlow] for this problem."""
+        return self.physics.build(self.grid)
+
+    def build_sensors(self):
+        """The [`PointSensors`][vaeinv.physics.PointSensors] of this problem."""
+        from ..physics import PointSensors
+
+        return PointSensors(self.grid, self.sensors_xy)
+
+    def build_prior(self, prior=None):
+        """The problem's prior, or ``prior`` (a name, a checkpoint path or a prior object)."""
+        if prior is None:
+            return self.prior.build(self.grid)
+        if isinstance(prior, str | Path):
+            if str(prior) == "gaussian-field":
+                return PriorSpec("gaussian-field").build(self.grid)
+            from ..prior import Prior
+
+            return Prior.load(prior)
+        return prior
+
+    def posterior(self, prior=None, device=None):
+        """The latent posterior of this problem.
+
+        Args:
+            prior: ``None`` for the problem's prior; otherwise a prior to use instead (a shipped
+                name, a checkpoint path, ``"gaussian-field"`` for the default Gaussian-field
+                prior, or a prior object).
+            device: move the posterior there (default: the prior's device).
+
+        Returns:
+            a ``vaeinv.inference.Posterior``.
+
+        Raises:
+            ValueError: no data, or a prior whose grid is not the problem's (both named), or any
+                check of the posterior's composition.
+        """
+        from ..inference.posterior import Posterior
+
+        if self.data is None:
+            raise ValueError(f"problem {self.name!r} has no data file {str(self.data_file)!r}")
+        the_prior = self.build_prior(prior)
+        prior_grid = getattr(the_prior, "grid", None)
+        if prior_grid != self.grid:
+            label = getattr(the_prior, "name", None) or type(the_prior).__name__
+            raise ValueError(
+                f"the prior {label!r} is on {prior_grid} but problem {self.name!r} has its "
+                f"physics on {self.grid}; choose a prior on the problem's grid"
+            )
+        if self.noise_kind == "relative":
+            noise = self.noise_fraction
+        else:
+            noise = self.noise_std
+        post = Posterior(
+            the_prior,
+            self.build_physics(),
+            self.build_sensors(),
+            self.data,
+            noise,
+            noise_kind=self.noise_kind,
+            truth=self.truth,
+        )
+        return post if device is None else post.to(device)
+
+    def attrs(self) -> dict[str, Any]:
+        """What a run records about its problem (``vaeinv.sample``'s ``attrs``, part of the
+        run's fingerprint; the data and noise themselves are hashed by the runner)."""
+        return {
+            "problem": self.name,
+            "data_seed": self.data_seed,
+            "noise_kind": self.noise_kind,
+            "noise_fraction": self.noise_fraction,
+        }
