@@ -52,7 +52,8 @@ import numpy as np
 import torch
 
 from . import results
-from .gpcn import GPCNState, gpcn_init, gpcn_step, laplace_approximation
+from .gpcn import GPCNState, gpcn_init, gpcn_step
+from .laplace import laplace_approximation
 from .pcn import PCNState, freeze_adaptation, pcn_init, pcn_step
 from .run_checkpoint import FORMAT, FORMAT_VERSION, RunCheckpoint, check_fingerprint, jsonable
 from .thinning import RESULT_BUDGET_BYTES, auto_thin, positive_int, resolve_thin
