@@ -21,7 +21,7 @@ import safetensors.torch
 import torch
 
 from vaeinv import Grid
-from vaeinv.inference import results, runner, thinning
+from vaeinv.inference import _draws, results, runner, thinning
 from vaeinv.inference.posterior import Posterior
 from vaeinv.inference.run_checkpoint import RunCheckpoint
 from vaeinv.inference.runner import RunProgress, auto_thin, resolve_thin, sample
@@ -224,12 +224,12 @@ def test_repeated_draws_are_decoded_once(problem):
     z[0, 1] = z[0, 2] = z[0, 0]  # chain 0: a, a, a, b, c, c
     z[0, 5] = z[0, 4]
     z[1, 3] = z[1, 2]  # chain 1: a, b, c, c, d, e
-    fields, predictions = runner._decode_draws(post, z)
+    fields, predictions = _draws._decode_draws(post, z)
     assert sum(rows) == sum(solves) == 3 + 5
     with torch.no_grad():
         torch.testing.assert_close(fields, problem.posterior.decode(z), rtol=0, atol=1e-14)
         torch.testing.assert_close(predictions, problem.posterior.predict(z), rtol=0, atol=1e-13)
-    empty_fields, empty_predictions = runner._decode_draws(post, z[:, :0])
+    empty_fields, empty_predictions = _draws._decode_draws(post, z[:, :0])
     assert empty_fields.shape == (2, 0, 2, 3) and empty_predictions.shape == (2, 0, 4)
 
 

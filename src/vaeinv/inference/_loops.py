@@ -1,0 +1,201 @@
+"""The sampling loops of a run: batched pCN and gpCN, and Pyro's NUTS chain by chain, each
+advancing a run (``vaeinv.inference._run``) block by block (see ``vaeinv.inference.runner``).
+
+Seeds: the run's ``seed`` derives every generator, stream 0 for the initial latents, stream 1
+for pCN and gpCN, stream 2 for NUTS (``numpy.random.SeedSequence([seed, stream])``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import results
+from ._draws import _finish_chunk
+from .gpcn import GPCNState, gpcn_init, gpcn_step
+from .laplace import laplace_approximation
+from .pcn import freeze_adaptation, pcn_init, pcn_step
+
+if TYPE_CHECKING:
+    from .progress import Bar
+    from .run_checkpoint import RunCheckpoint
+
+#: initial latents are ``INIT_SCALE * N(0, I)`` draws (over-dispersed relative to the prior).
+INIT_SCALE = 1.5
+_STREAM_INIT, _STREAM_PCN, _STREAM_NUTS = 0, 1, 2
+
+
+def _derived_seed(seed: int, stream: int) -> int:
+    state = np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0]
+    return int(state) & (2**63 - 1)
+
+
+def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
+    s = run.settings
+    posterior, target = run.posterior, run.options["target_accept"]
+    block = s["chunk_size"] * s["thin"]
+    step = gpcn_step if run.method == "gpcn" else pcn_step
+    if run.state is None:
+        run.generator.manual_seed(_derived_seed(s["seed"], _STREAM_PCN))
+        start = time.perf_counter()
+        if run.method == "gpcn":
+            run.state = _gpcn_start(run)
+        else:
+            run.state = pcn_init(posterior, run.z0, step_size=run.options["step_size"])
+        run.timed(start)
+    while run.iteration < s["num_warmup"]:
+        start = time.perf_counter()
+        steps = min(block, s["num_warmup"] - run.iteration)
+        acceptance = torch.zeros((), dtype=torch.float64, device=posterior.device)
+        for _ in range(steps):
+            run.state, info = step(
+                posterior, run.state, run.generator, adapt=True, target_accept=target
+            )
+            acceptance += info.acceptance_rate.mean()
+            bar.step()
+        acceptance = float(acceptance) / steps
+        bar.postfix(acc=acceptance)
+        run.iteration += steps
+        if run.iteration == s["num_warmup"]:
+            run.state = freeze_adaptation(run.state)
+            run.frozen = True
+        run.timed(start)
+        run.checkpoint(store, bar, acceptance)
+    while not run.complete:
+        start = time.perf_counter()
+        length = min(s["chunk_size"], run.kept - run.draws_written)
+        kept: dict[str, list[torch.Tensor]] = {}
+        acceptance = torch.zeros((), dtype=torch.float64, device=posterior.device)
+        for i in range(length * s["thin"]):
+            run.state, info = step(
+                posterior, run.state, run.generator, adapt=False, target_accept=target
+            )
+            acceptance += info.acceptance_rate.mean()
+            bar.step()
+            if (i + 1) % s["thin"] == 0:
+                for name, value in (
+                    ("z", run.state.z),
+                    ("prediction", run.state.prediction),
+                    ("log_k", getattr(run.state, "field", None)),
+                    ("accepted", info.accepted),
+                    ("acceptance_rate", info.acceptance_rate),
+                    ("failed", info.failed),
+                    ("step_size", info.step_size),
+                ):
+                    if value is not None:
+                        kept.setdefault(name, []).append(value)
+        acceptance = float(acceptance) / (length * s["thin"])
+        bar.postfix(acc=acceptance)
+        stacked = {k: torch.stack(v, dim=1) for k, v in kept.items()}
+        chunk = _finish_chunk(posterior, stacked, run.draws_written)
+        run.iteration += length * s["thin"]
+        run.add_chunk(store, chunk)
+        run.timed(start)
+        run.checkpoint(store, bar, acceptance)
+
+
+def _gpcn_start(run) -> GPCNState:
+    """gpCN's start: the Laplace approximation from the over-dispersed starts ``z0`` (one
+    Adam ascent per chain, the best MAP kept), then chains at over-dispersed draws of it,
+    ``N(m, INIT_SCALE^2 C)``, from the pCN stream."""
+    opts = run.options
+    laplace = _laplace(run)
+    z_init = laplace.sample(run.z0.shape[0], run.generator, inflation=INIT_SCALE**2)
+    return gpcn_init(
+        run.posterior,
+        z_init,
+        laplace,
+        step_size=opts["step_size"],
+        inflation=float(opts["inflation"]),
+    )
+
+
+def _laplace(run):
+    opts = run.options
+    laplace = laplace_approximation(
+        run.posterior, run.z0, steps=int(opts["laplace_steps"]), lr=float(opts["laplace_lr"])
+    )
+    # contiguous, as a restored state's tensors are: the same matmul kernels, the same bits
+    laplace = laplace._replace(
+        mean=laplace.mean.contiguous(), scale_tril=laplace.scale_tril.contiguous()
+    )
+    run.extra_forward_solves += laplace.num_forward_solves
+    run.gradient_evaluations += laplace.num_gradient_evaluations
+    return laplace
+
+
+def _laplace_start(run):
+    """NUTS with ``mass="laplace"``: over-dispersed starts ``N(m, INIT_SCALE^2 C)`` and the
+    Laplace covariance ``C`` as the (fixed, dense) inverse mass matrix."""
+    laplace = _laplace(run)
+    generator = torch.Generator().manual_seed(_derived_seed(run.settings["seed"], _STREAM_NUTS))
+    z0 = laplace.sample(run.z0.shape[0], generator, inflation=INIT_SCALE**2)
+    return z0, laplace.covariance
+
+
+def run_nuts(run, store: RunCheckpoint | None, bar: Bar) -> None:
+    from .nuts import nuts_run
+
+    s = run.settings
+    options = run.options
+
+    live = [run.divergences]
+
+    def on_iteration(chain: int, iteration: int, stats: dict) -> None:
+        bar.step()
+        if stats["diverging"] and not stats["warmup"]:
+            live[0] += 1
+            bar.postfix(divergences=live[0])
+
+    while not run.complete:
+        start = time.perf_counter()
+        live[0] = run.divergences
+        length = min(s["chunk_size"], run.kept - run.draws_written)
+        kwargs: dict[str, Any] = {
+            "num_draws": length * s["thin"],
+            "num_warmup": s["num_warmup"] if run.nuts is None else 0,
+            "seed": _derived_seed(s["seed"], _STREAM_NUTS),
+            "target_accept": options["target_accept"],
+            "max_tree_depth": options["max_tree_depth"],
+            "full_mass": options["full_mass"],
+            "progress": on_iteration,
+        }
+        if run.nuts is None:
+            z0 = run.z0
+            kwargs.update(step_size=options["step_size"], adapt=True)
+            if options["mass"] == "laplace":
+                z0, covariance = _laplace_start(run)
+                kwargs.update(
+                    full_mass=True, inverse_mass_matrix=covariance, adapt_mass_matrix=False
+                )
+        else:
+            z0 = run.nuts["z"]
+            kwargs.update(
+                step_size=run.nuts["step_size"],
+                full_mass=run.nuts["inverse_mass_matrix"].dim() == 3,
+                inverse_mass_matrix=run.nuts["inverse_mass_matrix"],
+                rng_state=run.nuts["rng_state"],
+                adapt=False,
+            )
+        out = nuts_run(run.posterior, z0, **kwargs)
+        take = slice(s["thin"] - 1, None, s["thin"])
+        kept = {name: getattr(out, name)[:, take] for name in results.NUTS_STATS}
+        kept["z"] = out.z[:, take].to(run.posterior.device)
+        run.nuts = {
+            "z": out.z[:, -1].to(torch.float64),
+            "step_size": out.adapted_step_size.to(torch.float64),
+            "inverse_mass_matrix": out.inverse_mass_matrix.to(torch.float64),
+            "rng_state": out.rng_state,
+        }
+        run.divergences += int(kept["diverging"].sum())
+        run.warmup_divergences += int(out.num_warmup_divergences.sum())
+        run.gradient_evaluations += int(out.num_evaluations.sum())
+        chunk = _finish_chunk(run.posterior, kept, run.draws_written)
+        run.iteration += kwargs["num_warmup"] + length * s["thin"]
+        run.add_chunk(store, chunk)
+        run.timed(start)
+        bar.postfix(divergences=run.divergences)
+        run.checkpoint(store, bar, float(kept["acceptance_rate"].mean()))
