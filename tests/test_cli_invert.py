@@ -213,6 +213,32 @@ def test_nuts_records_divergences(tiny, tmp_path, capsys):
     assert int(idata.sample_stats["tree_depth"].max()) <= 3
 
 
+def test_parts_run_with_only_chains_merge_into_the_whole_run(tiny, tmp_path, capsys):
+    nuts = ["--method", "nuts", "--chains", "3", "--draws", "6", "--warmup", "5"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SolverWarning)
+        assert _invert(tiny, tmp_path / "whole.nc", *nuts) == 0
+        assert _invert(tiny, tmp_path / "a.nc", *nuts, "--only-chains", "0,2") == 0
+        assert "running only chain(s) [0, 2] of the 3" in capsys.readouterr().out
+        assert _invert(tiny, tmp_path / "b.nc", *nuts, "--only-chains", "1") == 0
+    merged = tmp_path / "merged.nc"
+    parts = [str(tmp_path / "b.nc"), str(tmp_path / "a.nc")]
+    assert main(["merge", *parts, "--out", str(merged)]) == 0
+    assert f"wrote {merged}: chains [0, 1, 2] from 2 parts" in capsys.readouterr().out
+    whole, joined = results.load(tmp_path / "whole.nc"), results.load(merged)
+    for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        for name in whole[group].data_vars:
+            np.testing.assert_array_equal(whole[group][name], joined[group][name])
+    assert main(["merge", *parts, "--out", str(merged)]) == 2
+    assert "exists; choose another --out or pass --force" in capsys.readouterr().err
+    assert main(["merge", parts[0], parts[0], "--out", str(merged), "--force"]) == 2
+    assert "chain(s) [1] are in more than one part" in capsys.readouterr().err
+    assert _invert(tiny, tmp_path / "c.nc", *nuts, "--only-chains", "0,x") == 2
+    assert "--only-chains must be comma-separated chain indices" in capsys.readouterr().err
+    assert _invert(tiny, tmp_path / "c.nc", "--only-chains", "0") == 2  # the problem's pCN
+    assert "only NUTS can do" in capsys.readouterr().err
+
+
 def test_split_rhat_and_the_summary_table(generator):
     from vaeinv.inference.report import split_rhat, summary_table
 

@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from . import _commands
+
 __all__ = ["main"]
 
 
@@ -140,155 +142,6 @@ def _train(args) -> int:
     return 0
 
 
-def _parse_option(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with a TOML value (``0.3``, ``true``, ``"x"``); bare words are strings."""
-    import tomllib
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--option must be KEY=VALUE, got {text!r}")
-    try:
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value.strip()
-    return key.strip(), parsed
-
-
-def _check_finished(path, problem, settings: dict) -> None:
-    """``--resume`` on a finished result file: refuse one from another problem or run."""
-    from .inference.results import load
-
-    attrs = {k: getattr(v, "item", lambda v=v: v)() for k, v in load(path).attrs.items()}
-    wanted = {"problem": problem.name, **settings}
-    differ = [
-        f"{k}: {attrs.get(k)!r} in the file, {v!r} now"
-        for k, v in wanted.items()
-        if str(attrs.get(k)) != str(v)
-    ]
-    if differ:
-        raise ValueError(
-            f"cannot resume: {path} is a finished run of another problem or settings; "
-            + "; ".join(differ)
-        )
-
-
-def _invert(args) -> int:
-    import shutil
-    from pathlib import Path
-
-    from .problems import check_sampler_options, load_problem
-
-    problem = load_problem(args.problem)
-    defaults = problem.sampler_defaults
-    method = args.method or defaults.method
-    options = defaults.options_for(method)
-    options.update(_parse_option(text) for text in args.option)
-    options = check_sampler_options(method, options, "--option")
-    settings = {
-        "method": method,
-        "seed": defaults.seed if args.seed is None else args.seed,
-        "num_chains": defaults.num_chains if args.chains is None else args.chains,
-        "num_draws": defaults.num_draws if args.draws is None else args.draws,
-        "num_warmup": defaults.num_warmup if args.warmup is None else args.warmup,
-        "thin": defaults.thin if args.thin is None else args.thin,
-    }
-    if settings["thin"] != "auto":
-        try:
-            settings["thin"] = int(settings["thin"])
-        except ValueError:
-            raise ValueError(
-                f"--thin must be 'auto' or an integer, got {settings['thin']!r}"
-            ) from None
-    chunk_size = defaults.chunk_size if args.chunk_size is None else args.chunk_size
-    if args.device is not None:
-        try:
-            kind = torch.device(args.device).type
-        except RuntimeError:
-            raise ValueError(f"--device {args.device!r} is not a torch device") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
-    out = Path(args.out or f"out/{problem.name}.nc")
-    checkpoint = out.with_name(out.name + ".partial")
-    posterior = problem.posterior(prior=args.prior)
-    from .inference.results import save
-    from .inference.runner import resolve_thin, sample
-
-    thin_requested = settings["thin"]  # "auto" is resolved now, to print and compare
-    settings["thin"] = resolve_thin(
-        posterior,
-        thin_requested,
-        num_chains=settings["num_chains"],
-        num_draws=settings["num_draws"],
-    )
-    if args.resume and out.is_file() and not checkpoint.exists():
-        _check_finished(out, problem, {**settings, "prior_name": posterior.name})
-        print(f"{out} is already a finished run of {problem.name!r} with these settings")
-        return 0
-    if not args.resume and (checkpoint / "state.safetensors").is_file():
-        raise ValueError(
-            f"{checkpoint} holds an interrupted run: pass --resume to continue it, or delete "
-            "the folder to start again"
-        )
-    thin = settings["thin"]
-    auto = " (auto)" if thin_requested == "auto" else ""
-    print(
-        f"{problem.name}: {posterior.num_data} data, prior {posterior.name!r} "
-        f"({posterior.latent_dim} latents); {method}, {settings['num_chains']} chains x "
-        f"({settings['num_warmup']} warm-up + {settings['num_draws']}) iterations, "
-        f"thin {thin}{auto}: {settings['num_draws'] // thin} draws kept per chain, "
-        f"seed {settings['seed']}; checkpoints in {checkpoint}"
-    )
-    start = time.perf_counter()
-    try:
-        idata = sample(
-            posterior,
-            method,
-            **{k: v for k, v in settings.items() if k not in ("method", "thin")},
-            thin=thin_requested,
-            device=args.device,
-            checkpoint=checkpoint,
-            resume=args.resume,
-            chunk_size=chunk_size,
-            progress=not args.no_progress,
-            attrs=problem.attrs(),
-            **options,
-        )
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue with: vaeinv invert {args.problem} --out {out} --resume "
-            "(and the same options)",
-            file=sys.stderr,
-        )
-        return 130
-    save(idata, out)
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    stats = idata.sample_stats
-    counts = [f"mean acceptance {float(stats['acceptance_rate'].mean()):.3f}"]
-    for name, label in (("diverging", "divergences"), ("failed", "failed solves")):
-        if name in stats:
-            counts.append(f"{int(stats[name].sum())} {label}")
-    print(
-        f"wrote {out} in {time.perf_counter() - start:.1f} s ({', '.join(counts)}); "
-        f"next: vaeinv report {out}"
-    )
-    return 0
-
-
-def _report(args) -> int:
-    from pathlib import Path
-
-    from .inference.report import write_report
-    from .inference.results import diagnostics, load
-
-    path = Path(args.file)
-    idata = load(path)
-    out = Path(args.out) if args.out else path.with_name(path.stem + "_report")
-    report = write_report(idata, out, diagnostics=diagnostics(idata))
-    print(report.table)
-    print("wrote " + ", ".join(str(p) for p in report.files.values()))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -354,12 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="a sampler option, e.g. target_accept=0.3 (repeatable)",
     )
     inv.add_argument("--no-progress", action="store_true", help="no progress bar")
-    inv.set_defaults(func=_invert)
+    inv.add_argument(
+        "--only-chains",
+        metavar="IDS",
+        help="NUTS: run only these of the run's chains (comma-separated indices, e.g. 0,1), "
+        "say in another process; join the parts with vaeinv merge",
+    )
+    inv.set_defaults(func=_commands.invert)
+
+    mrg = sub.add_parser(
+        "merge",
+        help="join results of some chains each (invert --only-chains) into the run's result",
+    )
+    mrg.add_argument("parts", nargs="+", help="result files of one run, other chains each")
+    mrg.add_argument("--out", required=True, help="the joined result file (netCDF)")
+    mrg.add_argument("--force", action="store_true", help="replace an existing --out file")
+    mrg.set_defaults(func=_commands.merge)
 
     rep = sub.add_parser("report", help="summary table and figures of an invert result")
     rep.add_argument("file", help="result file written by vaeinv invert")
     rep.add_argument("--out", help="folder for the table and figures (default FILE_report/)")
-    rep.set_defaults(func=_report)
+    rep.set_defaults(func=_commands.report)
     return parser
 
 

@@ -36,10 +36,16 @@ def _decode_draws(posterior, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 def _finish_chunk(posterior, kept: dict[str, torch.Tensor], first: int):
     """Complete a chunk's draws (``log_k`` and predictions decoded here when the sampler did
-    not keep them, lp, pointwise log-likelihood) and move them to the CPU."""
+    not keep them, lp, pointwise log-likelihood) and move them to the CPU.
+
+    Draws are decoded chain by chain, so that a chain's fields do not depend on which other
+    chains share the run (a batched matrix product may round differently in another batch).
+    """
     z = kept["z"]
     if "log_k" not in kept:
-        kept["log_k"], kept["prediction"] = _decode_draws(posterior, z)
+        decoded = [_decode_draws(posterior, z[c : c + 1]) for c in range(z.shape[0])]
+        kept["log_k"] = torch.cat([fields for fields, _ in decoded])
+        kept["prediction"] = torch.cat([predictions for _, predictions in decoded])
     with torch.no_grad():
         pointwise = posterior.log_likelihood_of(kept["prediction"], pointwise=True)
         if "lp" not in kept:

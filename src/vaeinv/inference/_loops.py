@@ -133,7 +133,7 @@ def _laplace_start(run):
     laplace = _laplace(run)
     generator = torch.Generator().manual_seed(_derived_seed(run.settings["seed"], _STREAM_NUTS))
     z0 = laplace.sample(run.z0.shape[0], generator, inflation=INIT_SCALE**2)
-    return z0, laplace.covariance
+    return z0[run.chain_ids], laplace.covariance
 
 
 def run_nuts(run, store: RunCheckpoint | None, bar: Bar) -> None:
@@ -162,9 +162,10 @@ def run_nuts(run, store: RunCheckpoint | None, bar: Bar) -> None:
             "max_tree_depth": options["max_tree_depth"],
             "full_mass": options["full_mass"],
             "progress": on_iteration,
+            "chain_ids": run.chain_ids,
         }
         if run.nuts is None:
-            z0 = run.z0
+            z0 = run.z0[run.chain_ids]
             kwargs.update(step_size=options["step_size"], adapt=True)
             if options["mass"] == "laplace":
                 z0, covariance = _laplace_start(run)

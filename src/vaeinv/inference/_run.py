@@ -47,6 +47,11 @@ class _Run:
         self.thin_requested: int | str = settings["thin"]
 
     @property
+    def chain_ids(self) -> list[int]:
+        """The chains this run samples: ``settings["chains"]``, else all of them."""
+        return list(self.settings.get("chains", range(self.settings["num_chains"])))
+
+    @property
     def kept(self) -> int:
         """Kept draws per chain."""
         return self.settings["num_draws"] // self.settings["thin"]
@@ -132,7 +137,7 @@ class _Run:
     def execute(self, store: RunCheckpoint | None) -> None:
         if self.complete:
             return
-        per = self.settings["num_chains"] if self.method == "nuts" else 1  # NUTS: in turn
+        per = len(self.chain_ids) if self.method == "nuts" else 1  # NUTS: in turn
         bar = Bar(self.progress, per * self.total, per * self.iteration, self.method)
         try:
             if self.method in ("pcn", "gpcn"):
@@ -155,7 +160,9 @@ class _Run:
         solves = (
             s["num_chains"] * (1 + self.total) + self.extra_forward_solves
             if self.method in ("pcn", "gpcn")
-            else self.gradient_evaluations + s["num_chains"] * self.kept + self.extra_forward_solves
+            else self.gradient_evaluations
+            + len(self.chain_ids) * self.kept
+            + self.extra_forward_solves
         )
         prior = getattr(self.posterior, "prior", None)
         run_attrs = {
@@ -174,4 +181,5 @@ class _Run:
             "warmup_divergences": self.warmup_divergences,
             **dict(attrs or {}),
         }
+        draws["chain"] = torch.tensor(self.chain_ids, dtype=torch.int64)
         return results.to_inference_data(self.posterior, draws, attrs=run_attrs)

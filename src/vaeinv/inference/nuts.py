@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -200,6 +200,7 @@ def nuts_run(
     adapt_mass_matrix: bool = True,
     rng_state: torch.Tensor | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
+    chain_ids: Sequence[int] | None = None,
 ) -> NUTSResult:
     """Run ``C`` NUTS chains, one after another, from ``z0``.
 
@@ -230,6 +231,10 @@ def nuts_run(
         progress: optional ``progress(chain, iteration, stats)`` called after every iteration
             (``iteration`` counts warm-up and draws from 0); ``stats`` holds ``warmup``,
             ``diverging``, ``acceptance_rate``, ``step_size``, ``tree_depth``, ``n_steps``.
+        chain_ids: the index of each row of ``z0`` among the run's chains (default
+            ``0..C-1``): the seed of its stream and the ``chain`` passed to ``progress``. Rows
+            ``[2, 3]`` of a four-chain run, run alone with ``chain_ids=[2, 3]``, give the draws
+            the whole run gives them.
 
     Returns:
         A [`NUTSResult`][vaeinv.inference.nuts.NUTSResult] (CPU tensors).
@@ -238,7 +243,8 @@ def nuts_run(
         ValueError: a bad ``z0`` shape or a non-finite initial log density (the chain and
             value named), bad counts, ``target_accept``, ``max_tree_depth`` or ``seed``, a
             missing or non-positive ``step_size``, an ``inverse_mass_matrix`` or ``rng_state``
-            of the wrong shape, or a non-positive-definite mass matrix.
+            of the wrong shape, a non-positive-definite mass matrix, or ``chain_ids`` that are
+            not ``C`` distinct non-negative integers.
     """
     d = posterior.latent_dim
     device = torch.device(posterior.device)
@@ -246,6 +252,16 @@ def nuts_run(
         got = tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0).__name__
         raise ValueError(f"z0 has shape {got}, expected (num_chains, {d}) with num_chains >= 1")
     num_chains = z0.shape[0]
+    ids = list(range(num_chains)) if chain_ids is None else list(chain_ids)
+    if (
+        len(ids) != num_chains
+        or len(set(ids)) != num_chains
+        or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids)
+    ):
+        raise ValueError(
+            f"chain_ids must be {num_chains} distinct non-negative integers (one per row of "
+            f"z0), got {chain_ids!r}"
+        )
     for name, value, low in (("num_draws", num_draws, 1), ("num_warmup", num_warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -306,7 +322,7 @@ def nuts_run(
 
     results = [
         _run_chain(
-            c,
+            ids[c],
             posterior=posterior,
             potential_fn=potential_fn,
             z0=z_start[c],

@@ -61,7 +61,9 @@ PCN_STATS = ("lp", "acceptance_rate", "step_size", "accepted", "failed")
 #: sample statistics recorded by NUTS (ArviZ's names).
 NUTS_STATS = ("lp", "acceptance_rate", "step_size", "diverging", "tree_depth", "n_steps")
 _STAT_NAMES = frozenset(PCN_STATS + NUTS_STATS)
-_DRAW_KEYS = frozenset({"z", "draw", "prediction", "log_likelihood", "log_k"} | _STAT_NAMES)
+_DRAW_KEYS = frozenset(
+    {"z", "chain", "draw", "prediction", "log_likelihood", "log_k"} | _STAT_NAMES
+)
 
 
 @functools.cache
@@ -140,8 +142,9 @@ def to_inference_data(
             any sample statistics of `PCN_STATS` or
             `NUTS_STATS` ``(C, N)``; optional
             ``prediction (C, N, m)``, ``log_likelihood (C, N, m)`` (pointwise),
-            ``log_k (C, N, ny, nx)`` (the fields of the same draws) and ``draw (N,)`` (the
-            draw coordinate, default ``0..N-1``).
+            ``log_k (C, N, ny, nx)`` (the fields of the same draws), ``draw (N,)`` (the
+            draw coordinate, default ``0..N-1``) and ``chain (C,)`` (the chain coordinate,
+            default ``0..C-1``; a run of some of the chains keeps their indices).
         attrs: run attributes (seed, method, settings, ...), stored on the root and on the
             ``posterior`` group next to the creation time and the versions.
 
@@ -165,7 +168,9 @@ def to_inference_data(
     num_sensors = data.shape[0]
     draw = _numpy(draws.get("draw", np.arange(num_draws))).astype(np.int64)
     _check_shape("draw", draw, (num_draws,))
-    chain_draw = {"chain": np.arange(num_chains), "draw": draw}
+    chain = _numpy(draws.get("chain", np.arange(num_chains))).astype(np.int64)
+    _check_shape("chain", chain, (num_chains,))
+    chain_draw = {"chain": chain, "draw": draw}
     sensor: dict[str, Any] = {"sensor": np.arange(num_sensors)}
     sensors = getattr(posterior, "sensors", None)
     sensor_xy = None if sensors is None else _numpy(sensors.xy).astype(np.float64)
@@ -233,6 +238,16 @@ def to_inference_data(
         constant_coords.update(coords)
     groups["constant_data"] = xr.Dataset(constant, coords=constant_coords, attrs=group_attrs)
     return az.InferenceData(attrs=run_attrs, **groups)
+
+
+def from_groups(groups: Mapping[str, xr.Dataset], attrs: Mapping[str, Any]) -> az.InferenceData:
+    """An ``InferenceData`` of ready ``groups`` (name -> dataset) with root ``attrs``."""
+    return az.InferenceData(attrs=netcdf_attrs(attrs), **groups)
+
+
+def netcdf_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` as netCDF stores them (see the module docstring)."""
+    return _netcdf_attrs(dict(attrs))
 
 
 def save(idata: az.InferenceData, path: str | Path) -> Path:

@@ -41,7 +41,7 @@ mass matrix and the saved RNG state.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +109,26 @@ def _check_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_chains(chains: Any, num_chains: int, method: str) -> list[int]:
+    if method != "nuts":
+        raise ValueError(
+            f"chains= runs some of a run's chains, which only NUTS can do (its chains have "
+            f"their own random streams); method {method!r} draws all chains from one stream"
+        )
+    ids = list(chains) if isinstance(chains, Sequence) and not isinstance(chains, str) else None
+    if (
+        not ids
+        or any(isinstance(c, bool) or not isinstance(c, int) for c in ids)
+        or any(not 0 <= c < num_chains for c in ids)
+        or len(set(ids)) != len(ids)
+    ):
+        raise ValueError(
+            f"chains must be distinct chain indices in [0, {num_chains}) "
+            f"(num_chains={num_chains}), got {chains!r}"
+        )
+    return sorted(ids)
+
+
 def _init_latents(posterior, num_chains: int, seed: int, init) -> torch.Tensor:
     d = posterior.latent_dim
     if init is None:
@@ -137,6 +157,7 @@ def sample(
     resume: bool = False,
     chunk_size: int = 100,
     init: torch.Tensor | None = None,
+    chains: Sequence[int] | None = None,
     progress: bool | Callable[[RunProgress], None] = True,
     attrs: Mapping[str, Any] | None = None,
     **sampler_options,
@@ -167,6 +188,12 @@ def sample(
         chunk_size: kept draws per chunk (per checkpoint).
         init: ``(num_chains, latent_dim)`` initial latents instead of over-dispersed prior
             draws.
+        chains: NUTS only: run just these of the ``num_chains`` chains (distinct indices in
+            ``[0, num_chains)``), e.g. ``[0, 1]`` and ``[2, 3]`` in two processes or on two
+            machines. Each chain gets the draws the whole run gives it (the same starts, the
+            same Laplace fit, its own random stream), the result keeps the indices as its
+            ``chain`` coordinate, and [`merge_runs`][vaeinv.inference.merge.merge_runs]
+            joins the parts into the whole run's result.
         progress: ``True`` shows a tqdm bar (acceptance or divergences), ``False`` nothing;
             a callable receives a [`RunProgress`][vaeinv.inference.runner.RunProgress] after
             every block, once its checkpoint is written (an exception it raises stops the run,
@@ -189,7 +216,8 @@ def sample(
 
     Raises:
         ValueError: an unknown method or sampler option, a bad count, seed, ``thin``,
-            ``init`` or ``attrs`` value (``thin > num_draws`` included); ``resume`` without
+            ``init``, ``chains`` or ``attrs`` value (``thin > num_draws`` included),
+            ``chains`` with pCN or gpCN (their chains share one random stream); ``resume`` without
             ``checkpoint``; a checkpoint folder holding a run when ``resume`` is false;
             resuming a checkpoint of another run (what differs is named).
     """
@@ -207,6 +235,8 @@ def sample(
         raise ValueError(f"thin must be 'auto' or an integer >= 1, got {thin!r}")
     chunk_size = positive_int("chunk_size", chunk_size)
     seed = positive_int("seed", seed, minimum=0)
+    if chains is not None:
+        chains = _check_chains(chains, num_chains, method)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint folder to resume from")
     if not (isinstance(progress, bool) or callable(progress)):
@@ -230,6 +260,8 @@ def sample(
         "sampler_options": options,
         "init": f"prior draws x {INIT_SCALE}" if init is None else f"user {_sha256(z0)}",
     }
+    if chains is not None:
+        settings["chains"] = chains
     fingerprint = jsonable(
         {
             **settings,

@@ -1,0 +1,199 @@
+"""``vaeinv invert``, ``merge`` and ``report``: the inversion commands (their arguments are
+parsed in ``vaeinv.cli``)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+__all__ = ["invert", "merge", "report"]
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with a TOML value (``0.3``, ``true``, ``"x"``); bare words are strings."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--option must be KEY=VALUE, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+def _check_finished(path, problem, settings: dict) -> None:
+    """``--resume`` on a finished result file: refuse one from another problem or run."""
+    from .inference.results import load
+
+    attrs = {k: getattr(v, "item", lambda v=v: v)() for k, v in load(path).attrs.items()}
+    wanted = {"problem": problem.name, **settings}
+    differ = [
+        f"{k}: {attrs.get(k)!r} in the file, {v!r} now"
+        for k, v in wanted.items()
+        if str(attrs.get(k)) != str(v)
+    ]
+    if differ:
+        raise ValueError(
+            f"cannot resume: {path} is a finished run of another problem or settings; "
+            + "; ".join(differ)
+        )
+
+
+def _parse_chains(text: str) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]`` (the range is checked by ``vaeinv.sample``)."""
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--only-chains must be comma-separated chain indices such as 0,1, got {text!r}"
+        ) from None
+
+
+def invert(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from .problems import check_sampler_options, load_problem
+
+    problem = load_problem(args.problem)
+    defaults = problem.sampler_defaults
+    method = args.method or defaults.method
+    options = defaults.options_for(method)
+    options.update(_parse_option(text) for text in args.option)
+    options = check_sampler_options(method, options, "--option")
+    settings = {
+        "method": method,
+        "seed": defaults.seed if args.seed is None else args.seed,
+        "num_chains": defaults.num_chains if args.chains is None else args.chains,
+        "num_draws": defaults.num_draws if args.draws is None else args.draws,
+        "num_warmup": defaults.num_warmup if args.warmup is None else args.warmup,
+        "thin": defaults.thin if args.thin is None else args.thin,
+    }
+    if args.only_chains is not None:
+        settings["chains"] = _parse_chains(args.only_chains)
+    if settings["thin"] != "auto":
+        try:
+            settings["thin"] = int(settings["thin"])
+        except ValueError:
+            raise ValueError(
+                f"--thin must be 'auto' or an integer, got {settings['thin']!r}"
+            ) from None
+    chunk_size = defaults.chunk_size if args.chunk_size is None else args.chunk_size
+    if args.device is not None:
+        try:
+            kind = torch.device(args.device).type
+        except RuntimeError:
+            raise ValueError(f"--device {args.device!r} is not a torch device") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    out = Path(args.out or f"out/{problem.name}.nc")
+    checkpoint = out.with_name(out.name + ".partial")
+    posterior = problem.posterior(prior=args.prior)
+    from .inference.results import save
+    from .inference.runner import resolve_thin, sample
+
+    thin_requested = settings["thin"]  # "auto" is resolved now, to print and compare
+    settings["thin"] = resolve_thin(
+        posterior,
+        thin_requested,
+        num_chains=settings["num_chains"],
+        num_draws=settings["num_draws"],
+    )
+    if args.resume and out.is_file() and not checkpoint.exists():
+        _check_finished(out, problem, {**settings, "prior_name": posterior.name})
+        print(f"{out} is already a finished run of {problem.name!r} with these settings")
+        return 0
+    if not args.resume and (checkpoint / "state.safetensors").is_file():
+        raise ValueError(
+            f"{checkpoint} holds an interrupted run: pass --resume to continue it, or delete "
+            "the folder to start again"
+        )
+    thin = settings["thin"]
+    auto = " (auto)" if thin_requested == "auto" else ""
+    print(
+        f"{problem.name}: {posterior.num_data} data, prior {posterior.name!r} "
+        f"({posterior.latent_dim} latents); {method}, {settings['num_chains']} chains x "
+        f"({settings['num_warmup']} warm-up + {settings['num_draws']}) iterations, "
+        f"thin {thin}{auto}: {settings['num_draws'] // thin} draws kept per chain, "
+        f"seed {settings['seed']}; checkpoints in {checkpoint}"
+    )
+    if "chains" in settings:
+        print(
+            f"running only chain(s) {settings['chains']} of the {settings['num_chains']}; "
+            "join the parts with: vaeinv merge PART... --out FILE"
+        )
+    start = time.perf_counter()
+    try:
+        idata = sample(
+            posterior,
+            method,
+            **{k: v for k, v in settings.items() if k not in ("method", "thin")},
+            thin=thin_requested,
+            device=args.device,
+            checkpoint=checkpoint,
+            resume=args.resume,
+            chunk_size=chunk_size,
+            progress=not args.no_progress,
+            attrs=problem.attrs(),
+            **options,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: vaeinv invert {args.problem} --out {out} --resume "
+            "(and the same options)",
+            file=sys.stderr,
+        )
+        return 130
+    save(idata, out)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    stats = idata.sample_stats
+    counts = [f"mean acceptance {float(stats['acceptance_rate'].mean()):.3f}"]
+    for name, label in (("diverging", "divergences"), ("failed", "failed solves")):
+        if name in stats:
+            counts.append(f"{int(stats[name].sum())} {label}")
+    print(
+        f"wrote {out} in {time.perf_counter() - start:.1f} s ({', '.join(counts)}); "
+        f"next: vaeinv report {out}"
+    )
+    return 0
+
+
+def merge(args) -> int:
+    from pathlib import Path
+
+    from .inference.merge import merge_runs
+    from .inference.results import load, save
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} exists; choose another --out or pass --force to replace it")
+    parts = [load(path) for path in args.parts]
+    merged = merge_runs(parts)
+    save(merged, out)
+    chains = [int(c) for c in merged.posterior["chain"].values]
+    print(
+        f"wrote {out}: chains {chains} from {len(parts)} parts, "
+        f"{int(merged.attrs.get('forward_solves', 0))} forward solves, "
+        f"{float(merged.attrs.get('wall_time_s', 0.0)):.0f} s of sampling in all; "
+        f"next: vaeinv report {out}"
+    )
+    return 0
+
+
+def report(args) -> int:
+    from pathlib import Path
+
+    from .inference.report import write_report
+    from .inference.results import diagnostics, load
+
+    path = Path(args.file)
+    idata = load(path)
+    out = Path(args.out) if args.out else path.with_name(path.stem + "_report")
+    report = write_report(idata, out, diagnostics=diagnostics(idata))
+    print(report.table)
+    print("wrote " + ", ".join(str(p) for p in report.files.values()))
+    return 0
