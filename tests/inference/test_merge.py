@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from test_runner import assert_same_draws
 
 from vaeinv.inference import results
 from vaeinv.inference.merge import merge_runs
@@ -32,19 +33,9 @@ def seed(request) -> int:
     return value
 
 
-def arrays(idata) -> dict[str, np.ndarray]:
-    return {
-        f"{group}/{name}": idata[group][name].values
-        for group in idata.groups()
-        for name in idata[group].data_vars
-    }
-
-
-def assert_same_draws(left, right) -> None:
-    a, b = arrays(left), arrays(right)
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+def assert_same_run(left, right) -> None:
+    """Every variable of every group, and the chain coordinate, equal to the bit."""
+    assert_same_draws(left, right)
     np.testing.assert_array_equal(left.posterior.chain.values, right.posterior.chain.values)
 
 
@@ -62,7 +53,7 @@ def test_parts_of_a_nuts_run_merge_into_the_whole_run(problem, seed, mass, tmp_p
         results.save(part, tmp_path / f"{name}.nc")
         parts.append(results.load(tmp_path / f"{name}.nc"))
     merged = merge_runs(parts)
-    assert_same_draws(whole, merged)
+    assert_same_run(whole, merged)
     assert "chains" not in merged.attrs  # all three chains of the run
     assert merged.attrs["merged_from"] == 2
     times = json.loads(merged.attrs["wall_time_s_parts"])
