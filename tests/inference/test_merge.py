@@ -55,7 +55,7 @@ def test_parts_of_a_nuts_run_merge_into_the_whole_run(problem, seed, mass, tmp_p
     merged = merge_runs(parts)
     assert_same_run(whole, merged)
     assert "chains" not in merged.attrs  # all three chains of the run
-    assert merged.attrs["merged_from"] == 2
+    assert merged.attrs["merged_from"] == merged.posterior.attrs["merged_from"] == 2
     times = json.loads(merged.attrs["wall_time_s_parts"])
     assert merged.attrs["wall_time_s"] == pytest.approx(sum(times))
     counters = ("gradient_evaluations", "forward_solves", "divergences", "warmup_divergences")

@@ -108,5 +108,4 @@ def merge_runs(parts: Sequence[az.InferenceData]) -> az.InferenceData:
     chains = sorted(held)
     if chains != list(range(int(first.get("num_chains", len(chains))))):
         attrs["chains"] = json.dumps(chains)
-    merged["posterior"] = merged["posterior"].assign_attrs(results.netcdf_attrs(attrs))
     return results.from_groups(merged, attrs)

@@ -241,13 +241,12 @@ def to_inference_data(
 
 
 def from_groups(groups: Mapping[str, xr.Dataset], attrs: Mapping[str, Any]) -> az.InferenceData:
-    """An ``InferenceData`` of ready ``groups`` (name -> dataset) with root ``attrs``."""
-    return az.InferenceData(attrs=netcdf_attrs(attrs), **groups)
-
-
-def netcdf_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """``attrs`` as netCDF stores them (see the module docstring)."""
-    return _netcdf_attrs(dict(attrs))
+    """An ``InferenceData`` of ready ``groups`` (name -> dataset) with the run ``attrs`` on the
+    root and on the ``posterior`` group, as `to_inference_data` stores them."""
+    run_attrs = _netcdf_attrs(dict(attrs))
+    groups = dict(groups)
+    groups["posterior"] = groups["posterior"].assign_attrs(run_attrs)
+    return az.InferenceData(attrs=run_attrs, **groups)
 
 
 def save(idata: az.InferenceData, path: str | Path) -> Path:

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..inference.gaussian_prior import _CONFIG_KEYS as _GAUSSIAN_FIELD_KEYS
+
 _TOP_KEYS = (
     "name",
     "description",
@@ -21,17 +23,9 @@ _GRID_KEYS = ("nx", "ny", "lx", "ly")
 _PHYSICS_KEYS = ("dirichlet", "source", "solver")
 _SENSOR_KEYS = ("lattice", "file")
 _PRIOR_KEYS = ("name", "kind")
-_FIELD_PRIOR_KEYS = (
-    "mean",
-    "std",
-    "length_scale",
-    "kernel",
-    "nu",
-    "anisotropy",
-    "angle",
-    "method",
-    "num_modes",
-)
+#: what ``[prior]`` of kind "gaussian-field" may set: GaussianFieldPrior's own settings, but for
+#: the grid (the problem's) and the dtype (float64 in inversions)
+_FIELD_PRIOR_KEYS = tuple(k for k in _GAUSSIAN_FIELD_KEYS if k not in ("kind", "grid", "dtype"))
 _PRIOR_KINDS = ("vae", "gaussian-field")
 _TRUTH_KEYS = ("file", "format", "seed", "generator")
 _TRUTH_FORMATS = ("log_k", "mdgm-k")
