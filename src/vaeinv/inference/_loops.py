@@ -2,7 +2,8 @@
 advancing a run (``vaeinv.inference._run``) block by block (see ``vaeinv.inference.runner``).
 
 Seeds: the run's ``seed`` derives every generator, stream 0 for the initial latents, stream 1
-for pCN and gpCN, stream 2 for NUTS (``numpy.random.SeedSequence([seed, stream])``).
+for pCN and gpCN, stream 2 for NUTS, streams 10 and 11 for the stages of NUTS's pooled
+warm-up (``numpy.random.SeedSequence([seed, stream])``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 #: initial latents are ``INIT_SCALE * N(0, I)`` draws (over-dispersed relative to the prior).
 INIT_SCALE = 1.5
 _STREAM_INIT, _STREAM_PCN, _STREAM_NUTS = 0, 1, 2
+#: NUTS's pooled warm-up (``mass="pooled"``): stage ``k`` draws from stream ``10 + k``.
+_STREAM_POOLED = 10
 
 
 def _derived_seed(seed: int, stream: int) -> int:
@@ -136,6 +139,34 @@ def _laplace_start(run):
     return z0[run.chain_ids], laplace.covariance
 
 
+def _pooled_start(run, z0, covariance, kwargs: dict[str, Any], bar: Bar):
+    """``mass="pooled"``: the estimation stages of the pooled warm-up (one NUTS stream per
+    stage, derived from the run's seed); updates ``kwargs`` with the estimated mass and the
+    step sizes reached, and returns the chains' states and the final warm-up's length."""
+    from .pooled import pooled_schedule, pooled_warmup
+
+    seed = run.settings["seed"]
+    stages, final_warmup = pooled_schedule(run.settings["num_warmup"])
+    warm = pooled_warmup(
+        run.posterior,
+        z0,
+        covariance,
+        num_warmup=run.settings["num_warmup"],
+        seeds=[_derived_seed(seed, _STREAM_POOLED + k) for k in range(len(stages))],
+        target_accept=kwargs["target_accept"],
+        max_tree_depth=kwargs["max_tree_depth"],
+        chain_ids=run.chain_ids,
+        step_size=kwargs["step_size"],
+        progress=lambda chain, iteration, stats: bar.step(),
+    )
+    run.gradient_evaluations += warm.num_evaluations
+    run.warmup_divergences += warm.divergences
+    run.iteration += warm.iterations
+    run.mass_corrections = list(warm.corrected)
+    kwargs.update(inverse_mass_matrix=warm.inverse_mass_matrix, step_size=warm.step_size)
+    return warm.z, final_warmup
+
+
 def run_nuts(run, store: RunCheckpoint | None, bar: Bar) -> None:
     from .nuts import nuts_run
 
@@ -167,11 +198,14 @@ def run_nuts(run, store: RunCheckpoint | None, bar: Bar) -> None:
         if run.nuts is None:
             z0 = run.z0[run.chain_ids]
             kwargs.update(step_size=options["step_size"], adapt=True)
-            if options["mass"] == "laplace":
+            if options["mass"] in ("laplace", "pooled"):
                 z0, covariance = _laplace_start(run)
                 kwargs.update(
                     full_mass=True, inverse_mass_matrix=covariance, adapt_mass_matrix=False
                 )
+            if options["mass"] == "pooled":
+                z0, final_warmup = _pooled_start(run, z0, covariance, kwargs, bar)
+                kwargs["num_warmup"] = final_warmup
         else:
             z0 = run.nuts["z"]
             kwargs.update(

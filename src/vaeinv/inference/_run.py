@@ -41,6 +41,7 @@ class _Run:
         self.warmup_divergences = 0
         self.gradient_evaluations = 0
         self.extra_forward_solves = 0  # e.g. gpCN's Laplace approximation
+        self.mass_corrections: list[int] = []  # NUTS mass="pooled": directions per estimate
         self.state: Any = None
         self.generator = torch.Generator()
         self.nuts: dict[str, torch.Tensor] | None = None
@@ -77,6 +78,7 @@ class _Run:
             "warmup_divergences": self.warmup_divergences,
             "gradient_evaluations": self.gradient_evaluations,
             "extra_forward_solves": self.extra_forward_solves,
+            "mass_corrections": self.mass_corrections,
             "versions": results.versions(),
         }
 
@@ -100,6 +102,7 @@ class _Run:
         self.warmup_divergences = int(meta["warmup_divergences"])
         self.gradient_evaluations = int(meta["gradient_evaluations"])
         self.extra_forward_solves = int(meta.get("extra_forward_solves", 0))
+        self.mass_corrections = [int(k) for k in meta.get("mass_corrections", [])]
         self.chunks = [store.read_chunk(i) for i in range(int(meta["chunks_written"]))]
         self.generator.set_state(tensors["generator"])
         device = self.posterior.device
@@ -179,6 +182,7 @@ class _Run:
             "gradient_evaluations": self.gradient_evaluations,
             "divergences": self.divergences,
             "warmup_divergences": self.warmup_divergences,
+            **({"mass_corrections": self.mass_corrections} if self.mass_corrections else {}),
             **dict(attrs or {}),
         }
         draws["chain"] = torch.tensor(self.chain_ids, dtype=torch.int64)

@@ -32,7 +32,16 @@ __all__ = ["merge_runs"]
 #: run attributes that are summed over the parts.
 SUMMED = ("forward_solves", "gradient_evaluations", "divergences", "warmup_divergences")
 #: run attributes of a part that may differ between parts (besides `SUMMED`).
-_PER_PART = ("chains", "created_at", "wall_time_s", "device", "merged_from", *SUMMED)
+#: ``mass_corrections``: a pooled NUTS warm-up (``mass="pooled"``) estimates within each part.
+_PER_PART = (
+    "chains",
+    "created_at",
+    "wall_time_s",
+    "device",
+    "merged_from",
+    "mass_corrections",
+    *SUMMED,
+)
 
 
 def _chains(part: az.InferenceData) -> list[int]:
@@ -50,7 +59,9 @@ def merge_runs(parts: Sequence[az.InferenceData]) -> az.InferenceData:
         the joined ``InferenceData``, chains in increasing order; its attributes are the run's,
         with ``forward_solves``, ``gradient_evaluations``, ``divergences``,
         ``warmup_divergences`` and ``wall_time_s`` summed over the parts,
-        ``wall_time_s_parts`` listing each part's time, ``merged_from`` the number of parts,
+        ``wall_time_s_parts`` listing each part's time (``mass_corrections_parts`` each
+        part's pooled mass estimates, see `vaeinv.inference.pooled`), ``merged_from`` the
+        number of parts,
         and ``chains`` the chains held when they are not all ``num_chains`` of the run.
 
     Raises:
@@ -102,6 +113,10 @@ def merge_runs(parts: Sequence[az.InferenceData]) -> az.InferenceData:
     times = [float(part.attrs.get("wall_time_s", 0.0)) for part in parts]
     attrs["wall_time_s"] = sum(times)
     attrs["wall_time_s_parts"] = json.dumps(times)
+    if "mass_corrections" in first:
+        attrs["mass_corrections_parts"] = json.dumps(
+            [json.loads(part.attrs["mass_corrections"]) for part in parts]
+        )
     attrs["device"] = first.get("device", "")
     attrs["merged_from"] = len(parts)
     attrs["created_at"] = datetime.datetime.now(datetime.UTC).isoformat()

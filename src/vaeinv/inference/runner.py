@@ -50,6 +50,7 @@ import torch
 from . import results
 from ._loops import _STREAM_INIT, INIT_SCALE, _derived_seed
 from ._run import _Run
+from .pooled import pooled_schedule
 from .progress import RunProgress
 from .run_checkpoint import RunCheckpoint, jsonable
 from .thinning import RESULT_BUDGET_BYTES, auto_thin, positive_int, resolve_thin
@@ -87,6 +88,11 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
         "laplace_lr": 0.05,
     },
 }
+
+
+#: NUTS's ``mass`` option: Stan's adaptation, the fixed Laplace covariance, or the pooled
+#: cross-chain estimate started from it (`vaeinv.inference.pooled`).
+NUTS_MASSES = ("adapt", "laplace", "pooled")
 
 
 def _sha256(tensor: torch.Tensor) -> str:
@@ -206,7 +212,10 @@ def sample(
             ``max_tree_depth``, ``full_mass``, ``step_size`` and ``mass`` for NUTS: ``"adapt"``
             (Stan's windowed adaptation from the identity) or ``"laplace"`` (the Laplace
             covariance as a fixed dense inverse mass matrix, starts drawn around the MAP, only
-            the step size adapted; with ``laplace_steps``, ``laplace_lr``). Defaults in
+            the step size adapted; with ``laplace_steps``, ``laplace_lr``) or ``"pooled"``
+            (the Laplace start, then the mass re-estimated twice during warm-up from the
+            draws of all chains pooled, see [`pooled`][vaeinv.inference.pooled]; needs
+            ``num_warmup >= 20``; parts of a run pool within each part). Defaults in
             `vaeinv.inference.runner.SAMPLER_OPTIONS`.
 
     Returns:
@@ -224,11 +233,13 @@ def sample(
     if method not in SAMPLER_OPTIONS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLER_OPTIONS)}")
     options = _check_options(method, sampler_options)
-    if options.get("mass", "adapt") not in ("adapt", "laplace"):
-        raise ValueError(f"NUTS mass must be 'adapt' or 'laplace', got {options['mass']!r}")
+    if options.get("mass", "adapt") not in NUTS_MASSES:
+        raise ValueError(f"NUTS mass must be one of {NUTS_MASSES}, got {options['mass']!r}")
     num_chains = positive_int("num_chains", num_chains)
     num_draws = positive_int("num_draws", num_draws)
     num_warmup = positive_int("num_warmup", num_warmup, minimum=0)
+    if method == "nuts" and options["mass"] == "pooled":
+        pooled_schedule(num_warmup)  # raises for a warm-up too short to split
     if not isinstance(thin, str):
         thin = positive_int("thin", thin)
     elif thin != "auto":

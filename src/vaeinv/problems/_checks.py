@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inference.gaussian_prior import _CONFIG_KEYS as _GAUSSIAN_FIELD_KEYS
+from ..inference.runner import NUTS_MASSES
 
 _TOP_KEYS = (
     "name",
@@ -133,7 +134,7 @@ def check_sampler_options(method: str, options: Any, where: str = "sampler optio
         elif key == "max_tree_depth":
             _int(value, f"{where} max_tree_depth", 1)
         elif key == "mass":
-            _choice(value, f"{where} mass", ("adapt", "laplace"))
+            _choice(value, f"{where} mass", NUTS_MASSES)
         elif key == "full_mass" and not isinstance(value, bool):
             raise ValueError(f"{where} full_mass must be true or false, got {value!r}")
     return out
