@@ -61,8 +61,8 @@ def test_spiked_covariance_finds_a_planted_direction_and_keeps_the_rest():
     lam = _whitened_eigenvalues(estimate, reference)
     assert torch.allclose(lam[:-1], torch.ones(d - 1, dtype=torch.float64), atol=1e-9)
     # the corrected eigenvalue is the whitened sample variance, 25 within its sampling error
-    # (sd of a sample variance of n' = n / 4 effective draws is sqrt(2 / n') of it)
-    assert abs(float(lam[-1]) - 25.0) < 4 * 25.0 * math.sqrt(2.0 / n)
+    # (sd of a sample variance of n / 2 effective draws is sqrt(4 / n) of it)
+    assert abs(float(lam[-1]) - 25.0) < 4 * 25.0 * math.sqrt(4.0 / n)
     plain = torch.randn(n, d, generator=g, dtype=torch.float64) @ chol.T
     same, none = spiked_covariance(plain, reference)
     assert none == 0

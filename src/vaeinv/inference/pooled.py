@@ -51,7 +51,7 @@ MIN_POOLED_WARMUP = 20
 MAX_CORRECTION = 100.0
 #: draws per effective draw assumed when setting the noise edges of the eigenvalues (NUTS
 #: draws of a window are correlated; a larger value trusts fewer directions).
-DRAWS_PER_EFFECTIVE_DRAW = 4.0
+DRAWS_PER_EFFECTIVE_DRAW = 2.0
 
 
 def pooled_schedule(num_warmup: int) -> tuple[list[tuple[int, int]], int]:
