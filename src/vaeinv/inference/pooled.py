@@ -170,7 +170,9 @@ def pooled_warmup(
         num_warmup: the whole warm-up per chain, split by `pooled_schedule`.
         seeds: one seed per estimation stage (each stage's chains draw from
             ``chain_seed(seeds[k], chain)``).
-        target_accept, max_tree_depth, chain_ids: as for ``nuts_run``.
+        target_accept: as for ``nuts_run``.
+        max_tree_depth: as for ``nuts_run``.
+        chain_ids: as for ``nuts_run`` (the chains pooled are these).
         step_size: the first stage's initial step size (default: Pyro's search from 1).
         progress: called as ``progress(chain, iteration, stats)`` after every iteration.
 
