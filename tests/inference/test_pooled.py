@@ -20,14 +20,11 @@ from vaeinv.inference.pooled import (
 )
 from vaeinv.inference.runner import sample
 
+from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
 
 FAST_LAPLACE = {"laplace_steps": 30, "laplace_lr": 0.1}
 SEED = 20261130
-
-
-class Stop(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +144,7 @@ def test_nuts_pooled_run_matches_the_closed_form_and_resumes(problem, tmp_path):
     assert_moments(torch.as_tensor(idata.posterior["z"].values), problem.mean, problem.cov)
     assert len(json.loads(idata.attrs["mass_corrections"])) == 2
     assert json.loads(idata.attrs["sampler_options"])["mass"] == "pooled"
-    calls = []
-
-    def stop(info):
-        calls.append(info)
-        if len(calls) == 2:
-            raise Stop
-
+    stop = stop_after(2)
     folder = tmp_path / "run"
     with pytest.raises(Stop):
         sample(problem.posterior, "nuts", seed=SEED, checkpoint=folder, progress=stop,

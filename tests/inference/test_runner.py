@@ -26,6 +26,7 @@ from vaeinv.inference.posterior import Posterior
 from vaeinv.inference.run_checkpoint import RunCheckpoint
 from vaeinv.inference.runner import RunProgress, auto_thin, resolve_thin, sample
 
+from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
 
 with warnings.catch_warnings():
@@ -63,24 +64,6 @@ def assert_same_draws(left, right) -> None:
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_after(n: int, seen: list | None = None):
-    """A progress callback that interrupts the run at its ``n``-th report."""
-    calls = []
-
-    def callback(info: RunProgress) -> None:
-        calls.append(info)
-        if seen is not None:
-            seen.append(info)
-        if len(calls) == n:
-            raise Stop
-
-    return callback
 
 
 # ---------------------------------------------------------------------------- the result

@@ -10,14 +10,11 @@ from vaeinv.inference.run_checkpoint import RunCheckpoint
 from vaeinv.inference.runner import sample
 from vaeinv.problems import check_sampler_options
 
+from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
 
 QUICK = {"num_chains": 3, "num_draws": 14, "num_warmup": 10, "chunk_size": 4, "progress": False}
 FAST_LAPLACE = {"laplace_steps": 30, "laplace_lr": 0.1}
-
-
-class Stop(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +44,7 @@ def test_resumed_gpcn_run_is_bit_identical(problem, tmp_path):
     settings = {**QUICK, **FAST_LAPLACE}
     reference = sample(problem.posterior, "gpcn", seed=3, **settings)
     folder = tmp_path / "run"
-    calls = []
-
-    def stop(info):
-        calls.append(info)
-        if len(calls) == 3:
-            raise Stop
-
+    stop = stop_after(3)
     with pytest.raises(Stop):
         sample(
             problem.posterior, "gpcn", seed=3, checkpoint=folder, **{**settings, "progress": stop}
@@ -95,13 +86,7 @@ def test_nuts_with_the_laplace_mass_matrix(problem, tmp_path):
     draws = torch.as_tensor(idata.posterior["z"].values)
     assert_moments(draws, problem.mean, problem.cov)
     assert float(idata.sample_stats["n_steps"].mean()) <= 7  # a well-conditioned, exact metric
-    calls = []
-
-    def stop(info):
-        calls.append(info)
-        if len(calls) == 2:
-            raise Stop
-
+    stop = stop_after(2)
     folder = tmp_path / "run"
     with pytest.raises(Stop):
         sample(
