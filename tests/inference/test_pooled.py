@@ -88,6 +88,10 @@ def test_spiked_covariance_checks_its_input():
         spiked_covariance(torch.zeros(10, 3), torch.eye(2))
     with pytest.raises(ValueError, match="at least 2 draws, got 1"):
         spiked_covariance(torch.zeros(1, 3), torch.eye(3))
+    with pytest.raises(ValueError, match="non-finite draws"):
+        spiked_covariance(torch.full((4, 3), math.nan), torch.eye(3))
+    with pytest.raises(ValueError, match=r"draws_per_effective must be >= 1, got 0\.5"):
+        spiked_covariance(torch.zeros(4, 3), torch.eye(3), draws_per_effective=0.5)
 
 
 @pytest.mark.parametrize("num_warmup", [MIN_POOLED_WARMUP, 21, 150, 1000])

@@ -101,7 +101,13 @@ def spiked_covariance(
 
     Returns:
         ``(covariance (d, d) float64, number of corrected directions)``.
+
+    Raises:
+        ValueError: non-finite draws (NUTS never keeps one), fewer than 2 draws, a reference
+            of the wrong shape, or ``draws_per_effective < 1``.
     """
+    if not float(draws_per_effective) >= 1.0:
+        raise ValueError(f"draws_per_effective must be >= 1, got {draws_per_effective!r}")
     draws = draws.detach().to(torch.float64)
     n, d = draws.shape
     if not torch.isfinite(draws).all():
