@@ -19,6 +19,7 @@ from vaeinv.inference.pooled import (
     spiked_covariance,
 )
 from vaeinv.inference.runner import sample
+from vaeinv.problems import check_sampler_options
 
 from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
@@ -179,6 +180,10 @@ def test_nuts_pooled_parts_merge_with_their_own_estimates(problem):
 
 
 def test_nuts_mass_option_is_checked(problem):
+    """A problem file's [sampler.nuts] mass takes the same values as vaeinv.sample's."""
+    assert check_sampler_options("nuts", {"mass": "pooled"}) == {"mass": "pooled"}
+    with pytest.raises(ValueError, match=r"\[sampler.nuts\] mass must be one of .*'dense'"):
+        check_sampler_options("nuts", {"mass": "dense"}, "[sampler.nuts]")
     quick = {"num_chains": 2, "num_draws": 5, "progress": False}
     with pytest.raises(ValueError, match=r"mass must be one of .* got 'dense'"):
         sample(problem.posterior, "nuts", mass="dense", num_warmup=30, **quick)
