@@ -143,16 +143,16 @@ def _pooled_start(run, z0, covariance, kwargs: dict[str, Any], bar: Bar):
     """``mass="pooled"``: the estimation stages of the pooled warm-up (one NUTS stream per
     stage, derived from the run's seed); updates ``kwargs`` with the estimated mass and the
     step sizes reached, and returns the chains' states and the final warm-up's length."""
-    from .pooled import pooled_schedule, pooled_warmup
+    from .pooled import POOLED_STAGES, pooled_schedule, pooled_warmup
 
     seed = run.settings["seed"]
-    stages, final_warmup = pooled_schedule(run.settings["num_warmup"])
+    final_warmup = pooled_schedule(run.settings["num_warmup"])[1]
     warm = pooled_warmup(
         run.posterior,
         z0,
         covariance,
         num_warmup=run.settings["num_warmup"],
-        seeds=[_derived_seed(seed, _STREAM_POOLED + k) for k in range(len(stages))],
+        seeds=[_derived_seed(seed, _STREAM_POOLED + k) for k in range(len(POOLED_STAGES))],
         target_accept=kwargs["target_accept"],
         max_tree_depth=kwargs["max_tree_depth"],
         chain_ids=run.chain_ids,
@@ -161,7 +161,7 @@ def _pooled_start(run, z0, covariance, kwargs: dict[str, Any], bar: Bar):
     )
     run.gradient_evaluations += warm.num_evaluations
     run.warmup_divergences += warm.divergences
-    run.iteration += warm.iterations
+    run.iteration += run.settings["num_warmup"] - final_warmup
     run.mass_corrections = list(warm.corrected)
     kwargs.update(inverse_mass_matrix=warm.inverse_mass_matrix, step_size=warm.step_size)
     return warm.z, final_warmup

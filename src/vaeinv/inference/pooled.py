@@ -140,7 +140,6 @@ class PooledWarmup(NamedTuple):
         step_size: ``(C,)`` float64 the last adapted step sizes (the final warm-up's start).
         inverse_mass_matrix: ``(d, d)`` float64 the last estimate, shared by all chains.
         corrected: directions corrected by each estimate (`spiked_covariance`).
-        iterations: iterations per chain spent (step-size warm-ups and windows).
         num_evaluations: potential + gradient evaluations, all chains.
         divergences: divergent iterations, all chains.
     """
@@ -149,7 +148,6 @@ class PooledWarmup(NamedTuple):
     step_size: torch.Tensor
     inverse_mass_matrix: torch.Tensor
     corrected: list[int]
-    iterations: int
     num_evaluations: int
     divergences: int
 
@@ -183,8 +181,9 @@ def pooled_warmup(
         progress: called as ``progress(chain, iteration, stats)`` after every iteration.
 
     Returns:
-        A [`PooledWarmup`][vaeinv.inference.pooled.PooledWarmup]; the caller runs the final
-        step-size warm-up (``pooled_schedule(num_warmup)[1]`` iterations) and the draws.
+        A [`PooledWarmup`][vaeinv.inference.pooled.PooledWarmup] after
+        ``num_warmup - final`` iterations per chain; the caller runs the final step-size
+        warm-up (``final = pooled_schedule(num_warmup)[1]`` iterations) and the draws.
     """
     from .nuts import nuts_run
 
@@ -220,7 +219,6 @@ def pooled_warmup(
         step_size=step,
         inverse_mass_matrix=mass,
         corrected=corrected,
-        iterations=sum(a + b for a, b in stages),
         num_evaluations=evaluations,
         divergences=divergences,
     )
