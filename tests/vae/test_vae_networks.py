@@ -16,6 +16,7 @@ from vae_helpers import tiny_config
         {"ny": 7, "nx": 10},
         {"channels": (4, 4, 8), "latent_channels": 2, "blocks_per_stage": 1},
         {"norm_groups": 0, "activation": "relu", "output": "logits"},
+        {"ny": 7, "nx": 10, "output": "facies"},
     ],
 )
 def test_shapes(overrides, generator):
@@ -81,3 +82,37 @@ def test_logits_output_maps_to_field_units():
     vae = init_vae(tiny_config(output="logits", field_shift=-2.0, field_scale=5.0), 0)
     field = vae.decoder.to_field(torch.tensor([-100.0, 0.0, 100.0]))
     torch.testing.assert_close(field, torch.tensor([-2.0, 0.5, 3.0]))
+
+
+def test_facies_output_blends_two_maps_by_the_sigmoid_of_a_third(generator):
+    """The three output maps ``a, u1, u0`` give ``sigmoid(a) u1 + (1 - sigmoid(a)) u0``.
+
+    With the last convolution set by hand to a bias-only map (``a`` a steep ramp in x through
+    zero between columns 3 and 4, ``u1 = 2``, ``u0 = -1``) the output is a step from -1 to 2
+    there, exact to float precision away from the step and 0.5 on the blend's midline.
+    """
+    config = tiny_config(output="facies")
+    vae = init_vae(config, 0)
+    out = vae.decoder.out
+    assert out.out_channels == 3
+    z = torch.randn(2, config.latent_dim, generator=generator)
+    # a generic decode is the blend of the three maps the last convolution gives
+    captured = {}
+    handle = out.register_forward_hook(lambda m, i, o: captured.setdefault("h", o))
+    raw = vae.decoder.raw(z)
+    handle.remove()
+    a, u1, u0 = captured["h"].unbind(1)
+    w = torch.sigmoid(a)
+    torch.testing.assert_close(raw, w * u1 + (1 - w) * u0)
+    # hand-set: zero weights, biases u1 = 2, u0 = -1, and a from a ramp added after the conv
+    with torch.no_grad():
+        out.weight.zero_()
+        out.bias.copy_(torch.tensor([0.0, 2.0, -1.0]))
+    ramp = 60.0 * (torch.arange(config.nx, dtype=torch.float32) - 3.5)
+    handle = out.register_forward_hook(
+        lambda m, i, o: o + torch.stack([ramp.expand_as(o[:, 0]), 0 * o[:, 0], 0 * o[:, 0]], 1)
+    )
+    step = vae.decoder.raw(z)
+    handle.remove()
+    expected = torch.where(torch.arange(config.nx) < 4, -1.0, 2.0).expand(2, config.ny, -1)
+    torch.testing.assert_close(step, expected, atol=1e-6, rtol=0)

@@ -19,11 +19,22 @@ def same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_loss_falls_and_files_are_written(tmp_path, generator):
-    fields = tiny_fields(generator, n=64)
-    result = train(tiny_config(), tiny_train_config(epochs=6), fields, tmp_path, progress=False)
+def two_facies_fields(generator, n=64, size=8):
+    """Fields of -1 and 2 split by a random straight line: the kind the facies output is for."""
+    yy, xx = torch.meshgrid(torch.arange(size) - 3.5, torch.arange(size) - 3.5, indexing="ij")
+    angle = 2 * torch.pi * torch.rand(n, 1, 1, generator=generator)
+    offset = 3 * (torch.rand(n, 1, 1, generator=generator) - 0.5)
+    side = xx * angle.cos() + yy * angle.sin() > offset
+    return torch.where(side, 2.0, -1.0)
+
+
+@pytest.mark.parametrize("output", ["linear", "facies"])
+def test_loss_falls_and_files_are_written(tmp_path, generator, output):
+    fields = tiny_fields(generator, n=64) if output == "linear" else two_facies_fields(generator)
+    config, epochs = tiny_config(output=output), 6 if output == "linear" else 10
+    result = train(config, tiny_train_config(epochs=epochs), fields, tmp_path, progress=False)
     history = result.history
-    assert len(history) == 6
+    assert len(history) == epochs
     assert history[-1]["train"]["total"] < 0.7 * history[0]["train"]["total"]
     assert history[-1]["val"]["total"] < history[0]["val"]["total"]
     for name in ("model", "last", "train_state"):
@@ -32,7 +43,7 @@ def test_loss_falls_and_files_are_written(tmp_path, generator):
     assert (tmp_path / "history.png").stat().st_size > 0
     saved = json.loads((tmp_path / "history.json").read_text())
     assert saved["best_epoch"] == result.best_epoch
-    assert len(saved["epochs"]) == 6
+    assert len(saved["epochs"]) == epochs
     assert not result.model.training
 
 

@@ -18,7 +18,7 @@ __all__ = ["TrainConfig", "VAEConfig", "from_dict", "from_toml", "to_dict"]
 
 ACTIVATIONS = ("silu", "relu", "elu", "gelu", "tanh")
 LATENTS = ("spatial", "vector")
-OUTPUTS = ("linear", "logits")
+OUTPUTS = ("linear", "logits", "facies")
 
 C = TypeVar("C")
 
@@ -65,8 +65,12 @@ class VAEConfig:
             leave it ``None``: it is filled in as ``latent_channels * (ny/f) * (nx/f)``.
         channels: convolution widths, one per stage (full resolution first).
         blocks_per_stage: extra same-resolution convolutions in each stage (0 or more).
-        output: ``"linear"`` (real fields, squared-error loss) or ``"logits"`` (binary media,
-            Bernoulli loss; the decoded field is ``field_shift + field_scale * sigmoid``).
+        output: ``"linear"`` (real fields, squared-error loss), ``"logits"`` (binary media,
+            Bernoulli loss; the decoded field is ``field_shift + field_scale * sigmoid``) or
+            ``"facies"`` (real fields of two facies, squared-error loss: the last convolution
+            gives three maps ``a, u1, u0`` and the output is the blend
+            ``sigmoid(a) * u1 + (1 - sigmoid(a)) * u0``, so a sharp facies boundary is the
+            zero line of a smooth map ``a`` rather than a step the convolutions must draw).
         activation: one of ``silu``, ``relu``, ``elu``, ``gelu``, ``tanh``.
         norm_groups: GroupNorm groups (``gcd(norm_groups, width)`` per layer); 0 for none.
             GroupNorm behaves the same in train and eval mode, so decoding is deterministic.
@@ -86,7 +90,7 @@ class VAEConfig:
     latent_dim: int | None = None
     channels: tuple[int, ...] = (16, 32, 64)
     blocks_per_stage: int = 0
-    output: Literal["linear", "logits"] = "linear"
+    output: Literal["linear", "logits", "facies"] = "linear"
     activation: str = "silu"
     norm_groups: int = 8
     cond_channels: int = 0

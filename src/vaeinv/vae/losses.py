@@ -3,7 +3,7 @@
 Every term is computed per field and then averaged over the batch (never over pixels or latent
 dimensions), so the terms keep the scale of a per-field negative log-likelihood:
 
-- reconstruction, ``output="linear"``: ``sum_pixels (x - x_hat)^2``, the sum of squared
+- reconstruction, ``output="linear"`` or ``"facies"``: ``sum_pixels (x - x_hat)^2``, the sum of squared
   errors of the field in network units (a Gaussian likelihood with variance 1/2 up to a
   constant); ``output="logits"``: ``sum_pixels BCEWithLogits(logits, x)`` for ``x`` in [0, 1].
 - KL: ``KL(N(mu, diag sigma^2) || N(0, I)) = 1/2 sum_i (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1)``
@@ -30,14 +30,15 @@ def reconstruction_loss(raw: torch.Tensor, target: torch.Tensor, output: str) ->
     Args:
         raw: decoder output in network units (values or logits), ``(B, ny, nx)``.
         target: the fields in network units, ``(B, ny, nx)`` (in [0, 1] for logits).
-        output: ``"linear"`` (sum of squared errors) or ``"logits"`` (summed BCE with logits).
+        output: ``"linear"`` or ``"facies"`` (sum of squared errors) or ``"logits"`` (summed
+            BCE with logits).
     """
-    if output == "linear":
+    if output in ("linear", "facies"):
         per_pixel = (raw - target) ** 2
     elif output == "logits":
         per_pixel = F.binary_cross_entropy_with_logits(raw, target, reduction="none")
     else:
-        raise ValueError(f"unknown output {output!r}; expected linear or logits")
+        raise ValueError(f"unknown output {output!r}; expected linear, facies or logits")
     return per_pixel.flatten(1).sum(1).mean()
 
 
@@ -81,7 +82,7 @@ def vae_loss(
         target: fields in network units, ``(B, ny, nx)``.
         mu: encoder means, ``(B, latent_dim)``.
         logvar: encoder log-variances, ``(B, latent_dim)``.
-        output: ``"linear"`` or ``"logits"``.
+        output: ``"linear"``, ``"facies"`` or ``"logits"``.
         beta: KL weight.
         fisher_lambda: weight of the Fisher penalty.
         fisher_target: the target ``F_c``.

@@ -9,7 +9,8 @@ Layout (``channels = (c0, c1, ..., cL)``, factor ``f = 2**L``):
   activation, plus ``blocks_per_stage`` same-resolution convolutions per stage; the head is a
   1x1 convolution (spatial latent) or a linear layer (vector latent) giving ``(mu, logvar)``.
 - decoder: the mirror image, upsampling with stride-2 transposed convolutions (kernel 4), and
-  a final 3x3 convolution to one channel.
+  a final 3x3 convolution to one channel (three for ``output="facies"``: the blend
+  ``sigmoid(a) * u1 + (1 - sigmoid(a)) * u0`` of two facies maps ``u1, u0`` by the map ``a``).
 
 **Conditioning.** With ``cond_channels > 0``, both networks take a conditioning field
 ``cond`` shaped ``(B, cond_channels, ny, nx)`` (or ``(B, ny, nx)`` for one channel), e.g. a
@@ -141,7 +142,7 @@ class Decoder(nn.Module):
             layers = [_conv_block(config, cin, cin, **k) for _ in range(config.blocks_per_stage)]
             layers.append(_conv_block(config, cin + c, cout, conv=nn.ConvTranspose2d, **up))
             self.stages.append(nn.Sequential(*layers))
-        self.out = nn.Conv2d(widths[-1] + c, 1, **k)
+        self.out = nn.Conv2d(widths[-1] + c, 3 if config.output == "facies" else 1, **k)
 
     def raw(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Network-space output ``(B, ny, nx)``: normalized values, or logits."""
@@ -150,8 +151,11 @@ class Decoder(nn.Module):
         h = self.head(_join(z, cond) if self.config.latent == "spatial" else z)
         for stage in self.stages:
             h = stage[-1](_join(stage[:-1](h), cond))
-        h = self.out(_join(h, cond))
-        return h[:, 0, : self.config.ny, : self.config.nx]
+        h = self.out(_join(h, cond))[..., : self.config.ny, : self.config.nx]
+        if self.config.output == "facies":
+            a, u1, u0 = h.unbind(1)
+            return torch.lerp(u0, u1, torch.sigmoid(a))
+        return h[:, 0]
 
     def to_field(self, raw: torch.Tensor) -> torch.Tensor:
         """Map network output to field units (``sigmoid`` first for ``"logits"``)."""
