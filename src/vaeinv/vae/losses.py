@@ -3,9 +3,9 @@
 Every term is computed per field and then averaged over the batch (never over pixels or latent
 dimensions), so the terms keep the scale of a per-field negative log-likelihood:
 
-- reconstruction, ``output="linear"`` or ``"facies"``: ``sum_pixels (x - x_hat)^2``, the sum of squared
-  errors of the field in network units (a Gaussian likelihood with variance 1/2 up to a
-  constant); ``output="logits"``: ``sum_pixels BCEWithLogits(logits, x)`` for ``x`` in [0, 1].
+- reconstruction, ``output="linear"`` or ``"facies"``: ``sum_pixels (x - x_hat)^2``, the sum
+  of squared errors of the field in network units (a Gaussian likelihood with variance 1/2 up
+  to a constant); ``output="logits"``: ``sum_pixels BCEWithLogits(logits, x)`` for ``x`` in [0, 1].
 - KL: ``KL(N(mu, diag sigma^2) || N(0, I)) = 1/2 sum_i (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1)``
   summed over latent dimensions, weighted by ``beta`` (beta-VAE, Higgins et al. 2017).
 - Fisher (information VAE of Zheng et al. 2019, as used by Zhang et al. 2022): for a Gaussian
