@@ -87,9 +87,9 @@ def test_logits_output_maps_to_field_units():
 def test_facies_output_blends_two_maps_by_the_sigmoid_of_a_third(generator):
     """The three output maps ``a, u1, u0`` give ``sigmoid(a) u1 + (1 - sigmoid(a)) u0``.
 
-    With the last convolution set by hand to a bias-only map (``a`` a steep ramp in x through
-    zero between columns 3 and 4, ``u1 = 2``, ``u0 = -1``) the output is a step from -1 to 2
-    there, exact to float precision away from the step and 0.5 on the blend's midline.
+    With the last convolution set by hand to biases only (``u1 = 2``, ``u0 = -1``) and ``a``
+    a steep ramp in x through zero between columns 3 and 4 (``a = -30`` and ``+30`` there), the
+    output is a step from -1 to 2 between those columns, to float precision in every cell.
     """
     config = tiny_config(output="facies")
     vae = init_vae(config, 0)
