@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, VAEConfig, from_dict, from_toml, to_dict
-from .losses import fisher_information, kl_divergence, reconstruction_loss, vae_loss
+from .losses import fisher_information, kl_divergence, mmd_imq, reconstruction_loss, vae_loss
 from .networks import VAE, Decoder, Encoder, init_vae
 from .training import TrainResult, train
 
@@ -29,6 +29,7 @@ __all__ = [
     "init_vae",
     "kl_divergence",
     "load_checkpoint",
+    "mmd_imq",
     "reconstruction_loss",
     "save_checkpoint",
     "to_dict",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from .checkpoint import write_json
 
 __all__ = ["plot_history", "write_history"]
 
-TERMS = ("total", "reconstruction", "kl", "fisher_penalty")
+TERMS = ("total", "reconstruction", "kl", "fisher_penalty", "mmd")
 
 
 def write_history(path: Path, history: list[dict[str, Any]], header: dict[str, Any]) -> None:
@@ -37,12 +38,13 @@ def plot_history(path: Path, history: list[dict[str, Any]]) -> None:
     axes = fig.subplots(1, len(TERMS))
     epochs = [record["epoch"] for record in history]
     for ax, term in zip(axes, TERMS, strict=True):
-        ax.plot(epochs, [r["train"][term] for r in history], label="train")
+        # .get: a run resumed from an older version has no "mmd" in its first records
+        ax.plot(epochs, [r["train"].get(term, nan) for r in history], label="train")
         if all(r["val"] is not None for r in history):
-            ax.plot(epochs, [r["val"][term] for r in history], "--", label="validation")
+            ax.plot(epochs, [r["val"].get(term, nan) for r in history], "--", label="validation")
         ax.set_title(term)
         ax.set_xlabel("epoch")
-        if all(r["train"][term] > 0 for r in history):
+        if all(r["train"].get(term, nan) > 0 for r in history):
             ax.set_yscale("log")
     axes[0].legend()
     fig.savefig(path, dpi=100)

@@ -178,6 +178,8 @@ class TrainConfig:
         beta: weight of the KL term (beta-VAE; 1 is the plain ELBO).
         fisher_lambda: weight of the Fisher-information penalty (0 disables it).
         fisher_target: the target Fisher information ``F_c`` of that penalty.
+        mmd_lambda: weight of the MMD term between the aggregate posterior and ``N(0, I)``
+            (InfoVAE; 0 disables it; see ``vaeinv.vae.losses``).
         val_fraction: share of the fields held out for validation, in ``[0, 0.5]``; with 0 the
             training loss is monitored instead.
         patience: stop after this many epochs without a better monitored loss; ``None`` never.
@@ -201,6 +203,7 @@ class TrainConfig:
     beta: float = 1.0
     fisher_lambda: float = 0.0
     fisher_target: float = 0.0
+    mmd_lambda: float = 0.0
     val_fraction: float = 0.1
     patience: int | None = 10
     seed: int = 0
@@ -224,7 +227,7 @@ class TrainConfig:
         if self.num_threads is not None:
             _positive_int(own, "num_threads", self.num_threads)
         object.__setattr__(self, "lr", _finite(own, "lr", self.lr, positive=True))
-        for name in ("beta", "fisher_lambda", "fisher_target", "val_fraction"):
+        for name in ("beta", "fisher_lambda", "fisher_target", "mmd_lambda", "val_fraction"):
             value = _finite(own, name, getattr(self, name))
             if value < 0:
                 raise ValueError(f"{own} {name} must be >= 0, got {value!r}")

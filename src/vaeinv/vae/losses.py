@@ -1,4 +1,4 @@
-"""The VAE training objective: reconstruction + beta * KL + lambda * |F - F_c|.
+"""The VAE training objective: reconstruction + beta * KL + lambda * |F - F_c| + gamma * MMD.
 
 Every term is computed per field and then averaged over the batch (never over pixels or latent
 dimensions), so the terms keep the scale of a per-field negative log-likelihood:
@@ -13,7 +13,16 @@ dimensions), so the terms keep the scale of a per-field negative log-likelihood:
   sum_i exp(-logvar_i)``; the penalty is ``lambda * |F - F_c|``, i.e. the batch mean of
   ``|F_b - F_c|`` times ``lambda``. It steers how much information the encoder carries.
 
-``total = reconstruction + beta * kl + fisher_lambda * fisher_penalty``.
+- MMD (the maximum-mean-discrepancy term of InfoVAE, Zhao et al. 2019, and WAE-MMD,
+  Tolstikhin et al. 2018): the unbiased estimate of ``MMD^2`` between the batch's latent draws
+  ``z_b = mu_b + sigma_b * eps_b`` (one per field) and as many draws of ``N(0, I)``, with the
+  inverse multiquadratic kernel ``k(a, b) = sum_s C_s / (C_s + |a - b|^2)``, ``C_s = 2 d s`` for
+  ``s`` in ``MMD_SCALES`` (``d`` the latent size). Where the KL term pulls each ``q(z | x)``
+  towards ``N(0, I)``, this one pulls the aggregate ``q(z) = mean_x q(z | x)`` towards it, so
+  that decoded prior draws look like decoded posterior draws. It is one number per batch (not
+  per field), weighted by ``mmd_lambda``.
+
+``total = reconstruction + beta * kl + fisher_lambda * fisher_penalty + mmd_lambda * mmd``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fisher_information", "kl_divergence", "reconstruction_loss", "vae_loss"]
+__all__ = [
+    "MMD_SCALES",
+    "fisher_information",
+    "kl_divergence",
+    "mmd_imq",
+    "reconstruction_loss",
+    "vae_loss",
+]
+
+MMD_SCALES = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 def reconstruction_loss(raw: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
@@ -65,6 +83,37 @@ def fisher_information(logvar: torch.Tensor) -> torch.Tensor:
     return torch.exp(-logvar).flatten(1).sum(1)
 
 
+def mmd_imq(a: torch.Tensor, b: torch.Tensor, scales=MMD_SCALES) -> torch.Tensor:
+    """Unbiased ``MMD^2`` between the samples ``a`` and ``b`` under the summed IMQ kernel.
+
+    Args:
+        a, b: ``(n, d)`` each, ``n >= 2`` samples of two distributions on ``R^d``.
+        scales: the kernel scales ``s``; ``C_s = 2 d s`` (``2 d`` is the mean squared distance
+            between two draws of ``N(0, I)``).
+
+    Returns:
+        A scalar, zero in expectation when ``a`` and ``b`` share a distribution (it can be
+        negative).
+    """
+    if a.ndim != 2 or a.shape != b.shape or a.shape[0] < 2:
+        raise ValueError(
+            f"mmd_imq needs two (n, d) samples with n >= 2, got {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        )
+    n, d = a.shape
+    off = 1.0 - torch.eye(n, dtype=a.dtype, device=a.device)
+    sq = {
+        k: torch.cdist(u, v).square()
+        for k, (u, v) in {"aa": (a, a), "bb": (b, b), "ab": (a, b)}.items()
+    }
+    total = a.new_zeros(())
+    for s in scales:
+        c = 2.0 * d * s
+        kaa, kbb, kab = (c / (c + sq[k]) for k in ("aa", "bb", "ab"))
+        total = total + ((kaa + kbb) * off).sum() / (n * (n - 1)) - 2.0 * kab.mean()
+    return total
+
+
 def vae_loss(
     raw: torch.Tensor,
     target: torch.Tensor,
@@ -74,6 +123,8 @@ def vae_loss(
     beta: float = 1.0,
     fisher_lambda: float = 0.0,
     fisher_target: float = 0.0,
+    mmd_lambda: float = 0.0,
+    latent_draws: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The objective and its terms (see the module docstring for the exact forms).
 
@@ -86,10 +137,15 @@ def vae_loss(
         beta: KL weight.
         fisher_lambda: weight of the Fisher penalty.
         fisher_target: the target ``F_c``.
+        mmd_lambda: weight of the MMD term.
+        latent_draws: ``(eps, w)``, two ``(B, latent_dim)`` standard-normal draws: ``eps``
+            makes the batch's latent draws ``mu + sigma * eps``, ``w`` is the sample of
+            ``N(0, I)``. Required when ``mmd_lambda > 0``.
 
     Returns:
         ``reconstruction``, ``kl`` (unweighted), ``fisher_information`` (batch mean of ``F``),
-        ``fisher_penalty`` (batch mean of ``|F - F_c|``, unweighted) and ``total``; scalars.
+        ``fisher_penalty`` (batch mean of ``|F - F_c|``, unweighted), ``mmd`` (unweighted; 0
+        when ``mmd_lambda`` is 0) and ``total``; scalars.
     """
     recon = reconstruction_loss(raw, target, output)
     kl = kl_divergence(mu, logvar)
@@ -98,10 +154,19 @@ def vae_loss(
     total = recon + beta * kl
     if fisher_lambda:
         total = total + fisher_lambda * penalty
+    mmd = torch.zeros((), dtype=recon.dtype, device=recon.device)
+    if mmd_lambda:
+        if latent_draws is None:
+            raise ValueError("mmd_lambda > 0 needs latent_draws=(eps, w)")
+        eps, w = latent_draws
+        z = mu.flatten(1) + torch.exp(0.5 * logvar.flatten(1)) * eps
+        mmd = mmd_imq(z, w)
+        total = total + mmd_lambda * mmd
     return {
         "reconstruction": recon,
         "kl": kl,
         "fisher_information": info.mean(),
         "fisher_penalty": penalty,
+        "mmd": mmd,
         "total": total,
     }

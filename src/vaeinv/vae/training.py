@@ -117,9 +117,15 @@ def _run_epoch(model, batches, fields, cond, config, optimizer, generator, devic
         c = cond[index].to(device) if cond is not None else None
         with torch.set_grad_enabled(optimizer is not None):
             raw, mu, logvar = model(x, c, generator)
+            draws = None
+            if config.mmd_lambda:
+                draws = tuple(
+                    torch.randn(mu.flatten(1).shape, generator=generator).to(mu) for _ in range(2)
+                )
             terms = vae_loss(
                 raw, model.normalize(x), mu, logvar, model.config.output,
                 config.beta, config.fisher_lambda, config.fisher_target,
+                config.mmd_lambda, draws,
             )  # fmt: skip
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
