@@ -1,4 +1,4 @@
-"""The VAE training objective: reconstruction + beta * KL + lambda * |F - F_c| + gamma * MMD.
+"""The VAE training objective: reconstruction + beta * KL + lambda * |F - F_c| + mmd_lambda * MMD.
 
 Every term is computed per field and then averaged over the batch (never over pixels or latent
 dimensions), so the terms keep the scale of a per-field negative log-likelihood:
