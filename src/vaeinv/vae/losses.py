@@ -102,15 +102,12 @@ def mmd_imq(a: torch.Tensor, b: torch.Tensor, scales=MMD_SCALES) -> torch.Tensor
         )
     n, d = a.shape
     off = 1.0 - torch.eye(n, dtype=a.dtype, device=a.device)
-    sq = {
-        k: torch.cdist(u, v).square()
-        for k, (u, v) in {"aa": (a, a), "bb": (b, b), "ab": (a, b)}.items()
-    }
+    d_aa, d_bb, d_ab = (torch.cdist(u, v).square() for u, v in ((a, a), (b, b), (a, b)))
     total = a.new_zeros(())
     for s in scales:
         c = 2.0 * d * s
-        kaa, kbb, kab = (c / (c + sq[k]) for k in ("aa", "bb", "ab"))
-        total = total + ((kaa + kbb) * off).sum() / (n * (n - 1)) - 2.0 * kab.mean()
+        within = (c / (c + d_aa) + c / (c + d_bb)) * off
+        total = total + within.sum() / (n * (n - 1)) - 2.0 * (c / (c + d_ab)).mean()
     return total
 
 
