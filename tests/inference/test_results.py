@@ -287,6 +287,7 @@ def test_sample_stat_counts_and_misfit(rng):
     assert diag["acceptance_rate"] == pytest.approx(0.5)
     assert diag["normalised_misfit"] == pytest.approx(1.5, rel=1e-12)
     assert diag["rel_l2_error"] is None and diag["coverage_2sd"] is None
+    assert diag["expected_rel_l2_error"] is None
 
 
 def test_l2_error_and_coverage_against_the_truth():
@@ -305,6 +306,9 @@ def test_l2_error_and_coverage_against_the_truth():
     assert diag["coverage_2sd"] == pytest.approx(5 / 12)
     expected = np.linalg.norm(offset) / np.linalg.norm(truth)
     assert diag["rel_l2_error"] == pytest.approx(expected, rel=1e-12)
+    # every cell has posterior variance n / (n - 1) = 20 / 19
+    own = math.sqrt(GRID.num_cells * 20 / 19) / np.linalg.norm(truth)
+    assert diag["expected_rel_l2_error"] == pytest.approx(own, rel=1e-12)
 
 
 def test_too_few_draws_give_nan_convergence_figures(rng):

@@ -42,6 +42,11 @@ _ROWS = (
     ("normalised_misfit", "normalised data misfit (1 = at the noise level)", "{:.3f}"),
     ("rel_l2_error", "rel. L2 error of the posterior-mean log k", "{:.4f}"),
     ("coverage_2sd", "cells with truth in mean +- 2 sd", "{:.1%}"),
+    (
+        "expected_rel_l2_error",
+        "rel. L2 error the posterior expects, sqrt(sum var) / ||truth||",
+        "{:.4f}",
+    ),
 )
 
 

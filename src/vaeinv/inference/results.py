@@ -325,8 +325,12 @@ def diagnostics(idata: az.InferenceData) -> dict[str, Any]:
         ``divergences`` (NUTS, else 0); ``failed`` (pCN rejections from a failed solve, else
         0); ``normalised_misfit``: the posterior mean of ``sum(((pred - y) / sd)^2) / m``;
         when the truth is known, ``rel_l2_error`` ``||mean log_k - truth|| / ||truth||`` and
-        ``coverage_2sd``, the fraction of cells whose truth lies in mean +- 2 sd (else
-        ``None``). R-hat and ESS are NaN when there are fewer than 4 draws.
+        ``coverage_2sd``, the fraction of cells whose truth lies in mean +- 2 sd, and
+        ``expected_rel_l2_error`` ``sqrt(sum of the posterior variances) / ||truth||``, the
+        root-mean-square error the posterior mean would have were the truth a draw of the
+        posterior (``E ||x - mean||^2 = sum var``): a calibrated posterior's
+        ``rel_l2_error`` scatters around it (else all three ``None``). R-hat and ESS are
+        NaN when there are fewer than 4 draws.
     """
     posterior = idata.posterior
     out: dict[str, Any] = {
@@ -364,7 +368,7 @@ def diagnostics(idata: az.InferenceData) -> dict[str, Any]:
         residual = (predictive["y"] - idata.observed_data["y"]) / idata.constant_data["noise_std"]
         out["normalised_misfit"] = float((residual**2).mean("sensor").mean())
 
-    out["rel_l2_error"] = out["coverage_2sd"] = None
+    out["rel_l2_error"] = out["coverage_2sd"] = out["expected_rel_l2_error"] = None
     constant = getattr(idata, "constant_data", None)
     if constant is not None and "log_k" in constant and "log_k" in posterior:
         truth = constant["log_k"].values.astype(np.float64)
@@ -373,4 +377,5 @@ def diagnostics(idata: az.InferenceData) -> dict[str, Any]:
         mean, sd = draws.mean(axis=0), draws.std(axis=0, ddof=1 if len(draws) > 1 else 0)
         out["rel_l2_error"] = float(np.linalg.norm(mean - truth) / np.linalg.norm(truth))
         out["coverage_2sd"] = float(np.mean(np.abs(truth - mean) <= 2 * sd))
+        out["expected_rel_l2_error"] = float(np.sqrt(np.sum(sd**2)) / np.linalg.norm(truth))
     return out
