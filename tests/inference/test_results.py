@@ -340,3 +340,21 @@ def test_arviz_functions_take_the_whole_result(rng, tmp_path):
             axes = az.plot_trace(data, var_names=["z"])
         assert axes.shape == (1, 2)
         plt.close("all")
+
+
+def test_summary_table_rows_keep_two_cells():
+    """Every row of the report's markdown table has exactly two cells (a '|' in a label or a
+    value would split it), with the truth known."""
+    from vaeinv.inference.report import summary_table
+
+    mu = np.linspace(1.0, 2.0, GRID.num_cells).reshape(GRID.shape)
+    signs = np.where(np.arange(20) % 2 == 0, 1.0, -1.0).reshape(2, 10, 1, 1)
+    post = fake_posterior()
+    post.truth = torch.as_tensor(mu + 0.5)
+    diag = results.diagnostics(
+        results.to_inference_data(post, {"z": np.zeros((2, 10, 1)), "log_k": mu + signs})
+    )
+    rows = [line for line in summary_table(diag).splitlines() if line.startswith("|")]
+    assert any("posterior expects" in row for row in rows)
+    for row in rows:
+        assert row.count("|") == 3, row

@@ -44,7 +44,7 @@ _ROWS = (
     ("coverage_2sd", "cells with truth in mean +- 2 sd", "{:.1%}"),
     (
         "expected_rel_l2_error",
-        "rel. L2 error the posterior expects, sqrt(sum var) / ||truth||",
+        "rel. L2 error the posterior expects, sqrt(sum var) / norm(truth)",
         "{:.4f}",
     ),
 )
