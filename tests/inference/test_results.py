@@ -16,6 +16,7 @@ import xarray as xr
 
 from vaeinv import Grid, PointSensors
 from vaeinv.inference import results
+from vaeinv.inference.report import summary_table
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -309,6 +310,10 @@ def test_l2_error_and_coverage_against_the_truth():
     # every cell has posterior variance n / (n - 1) = 20 / 19
     own = math.sqrt(GRID.num_cells * 20 / 19) / np.linalg.norm(truth)
     assert diag["expected_rel_l2_error"] == pytest.approx(own, rel=1e-12)
+    # the report's markdown rows keep two cells (a '|' in a label or value would split one)
+    rows = [line for line in summary_table(diag).splitlines() if line.startswith("|")]
+    assert any("posterior expects" in row for row in rows)
+    assert all(row.count("|") == 3 for row in rows), rows
 
 
 def test_too_few_draws_give_nan_convergence_figures(rng):
@@ -340,21 +345,3 @@ def test_arviz_functions_take_the_whole_result(rng, tmp_path):
             axes = az.plot_trace(data, var_names=["z"])
         assert axes.shape == (1, 2)
         plt.close("all")
-
-
-def test_summary_table_rows_keep_two_cells():
-    """Every row of the report's markdown table has exactly two cells (a '|' in a label or a
-    value would split it), with the truth known."""
-    from vaeinv.inference.report import summary_table
-
-    mu = np.linspace(1.0, 2.0, GRID.num_cells).reshape(GRID.shape)
-    signs = np.where(np.arange(20) % 2 == 0, 1.0, -1.0).reshape(2, 10, 1, 1)
-    post = fake_posterior()
-    post.truth = torch.as_tensor(mu + 0.5)
-    diag = results.diagnostics(
-        results.to_inference_data(post, {"z": np.zeros((2, 10, 1)), "log_k": mu + signs})
-    )
-    rows = [line for line in summary_table(diag).splitlines() if line.startswith("|")]
-    assert any("posterior expects" in row for row in rows)
-    for row in rows:
-        assert row.count("|") == 3, row

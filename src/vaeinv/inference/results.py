@@ -377,5 +377,5 @@ def diagnostics(idata: az.InferenceData) -> dict[str, Any]:
         mean, sd = draws.mean(axis=0), draws.std(axis=0, ddof=1 if len(draws) > 1 else 0)
         out["rel_l2_error"] = float(np.linalg.norm(mean - truth) / np.linalg.norm(truth))
         out["coverage_2sd"] = float(np.mean(np.abs(truth - mean) <= 2 * sd))
-        out["expected_rel_l2_error"] = float(np.sqrt(np.sum(sd**2)) / np.linalg.norm(truth))
+        out["expected_rel_l2_error"] = float(np.linalg.norm(sd) / np.linalg.norm(truth))
     return out
