@@ -268,3 +268,29 @@ def test_split_rhat_and_the_summary_table(generator):
     assert "| max R-hat, latents | n/a |" in table and "| divergences | 2 |" in table
     assert "| rel. L2 error of the posterior-mean log k | n/a (no truth) |" in table
     assert "| cells with truth in mean +- 2 sd | 85.1% |" in table
+
+
+def test_extend_appends_draws_to_a_finished_run(tiny, tmp_path, capsys):
+    out = tmp_path / "tiny.nc"
+    assert _invert(tiny, out) == 0
+    capsys.readouterr()
+    extend = ["extend", str(out), "--draws", "20", "--warmup", "10", "--no-progress"]
+    # the file names its problem ("tiny"), which is not a shipped one: --problem finds it
+    assert main(extend) == 2
+    assert "tiny" in capsys.readouterr().err
+    assert main([*extend, "--problem", str(tiny)]) == 0
+    longer_path = tmp_path / "tiny_extended.nc"
+    printed = capsys.readouterr().out
+    assert f"wrote {longer_path}" in printed and "80 draws kept per chain" in printed
+    run, longer = results.load(out), results.load(longer_path)
+    np.testing.assert_array_equal(longer.posterior["z"].values[:, :60], run.posterior["z"].values)
+    assert longer.posterior["z"].shape == (2, 80, 6) and int(longer.attrs["num_draws"]) == 80
+    assert not (tmp_path / "tiny_extended.nc.partial").exists()
+    assert main([*extend, "--problem", str(tiny)]) == 2  # nothing the user wrote is replaced
+    assert "exists; choose another --out or pass --force" in capsys.readouterr().err
+    assert main([*extend, "--problem", str(tiny), "--out", str(out)]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert main(["report", str(longer_path), "--out", str(tmp_path / "rep")]) == 0
+    assert "2 chains x 80 draws; the last 20 iterations added by 1 extension" in (
+        capsys.readouterr().out
+    )

@@ -1,5 +1,5 @@
-"""``vaeinv invert``, ``merge`` and ``report``: the inversion commands (their arguments are
-parsed in ``vaeinv.cli``)."""
+"""``vaeinv invert``, ``merge``, ``extend`` and ``report``: the inversion commands (their
+arguments are parsed in ``vaeinv.cli``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import torch
 
-__all__ = ["invert", "merge", "report"]
+__all__ = ["extend", "invert", "merge", "report"]
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -180,6 +180,71 @@ def merge(args) -> int:
         f"{int(merged.attrs.get('forward_solves', 0))} forward solves, "
         f"{float(merged.attrs.get('wall_time_s', 0.0)):.0f} s of sampling in all; "
         f"next: vaeinv report {out}"
+    )
+    return 0
+
+
+def extend(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from .inference.extend import extend_run
+    from .inference.results import load, save
+    from .problems import load_problem
+
+    path = Path(args.file)
+    idata = load(path)
+    out = Path(args.out) if args.out else path.with_name(path.stem + "_extended.nc")
+    if out.resolve() == path.resolve():
+        raise ValueError(f"--out {out} is the input file; the extension writes a new file")
+    checkpoint = out.with_name(out.name + ".partial")
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} exists; choose another --out or pass --force to replace it")
+    if not args.resume and (checkpoint / "state.safetensors").is_file():
+        raise ValueError(
+            f"{checkpoint} holds an interrupted extension: pass --resume to continue it, or "
+            "delete the folder to start again"
+        )
+    name = args.problem or idata.attrs.get("problem")
+    if not name:
+        raise ValueError(f"{path} does not name its problem; pass --problem")
+    problem = load_problem(str(name))
+    if args.device is not None and torch.device(args.device).type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    posterior = problem.posterior(prior=args.prior)
+    if args.device is not None:
+        posterior = posterior.to(args.device)
+    chains = [int(c) for c in idata.posterior["chain"].values]
+    print(
+        f"{path}: {idata.attrs.get('method')} run of {problem.name!r}, chains {chains}, "
+        f"{idata.posterior.sizes['draw']} draws kept per chain; adding {args.draws} "
+        f"iterations per chain; checkpoints in {checkpoint}"
+    )
+    start = time.perf_counter()
+    try:
+        longer = extend_run(
+            idata,
+            posterior,
+            num_draws=args.draws,
+            num_warmup=args.warmup,
+            checkpoint=checkpoint,
+            resume=args.resume,
+            chunk_size=args.chunk_size,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: vaeinv extend {path} --draws {args.draws} "
+            f"--out {out} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    save(longer, out)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    print(
+        f"wrote {out} in {time.perf_counter() - start:.1f} s: "
+        f"{longer.posterior.sizes['draw']} draws kept per chain; next: vaeinv report {out}"
     )
     return 0
 

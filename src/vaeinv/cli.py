@@ -224,6 +224,31 @@ def build_parser() -> argparse.ArgumentParser:
     mrg.add_argument("--force", action="store_true", help="replace an existing --out file")
     mrg.set_defaults(func=_commands.merge)
 
+    ext = sub.add_parser(
+        "extend",
+        help="more draws for a finished invert result: its chains continued, draws appended",
+        description="Continue every chain of a finished result from its last draw and append "
+        "the new draws (NUTS with the covariance of the result's draws as its mass, pCN with "
+        "its step size re-adapted; see vaeinv.inference.extend). The input file is not "
+        "changed. Draws are checkpointed in OUT.partial/; --resume continues.",
+    )
+    ext.add_argument("file", help="a result file of vaeinv invert, merge or extend")
+    ext.add_argument("--draws", type=int, required=True, help="iterations per chain to add")
+    ext.add_argument(
+        "--warmup", type=int, help="step-size warm-up before them (default: 50 NUTS, 100 pCN)"
+    )
+    ext.add_argument("--out", help="the longer result (default: FILE_extended.nc beside FILE)")
+    ext.add_argument(
+        "--problem", help="the problem the run sampled (default: the one the file names)"
+    )
+    ext.add_argument("--prior", help="the prior the run used, when invert had --prior")
+    ext.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    ext.add_argument("--chunk-size", type=int, help="kept draws per checkpoint")
+    ext.add_argument("--resume", action="store_true", help="continue an interrupted extension")
+    ext.add_argument("--force", action="store_true", help="replace an existing --out file")
+    ext.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ext.set_defaults(func=_commands.extend)
+
     rep = sub.add_parser("report", help="summary table and figures of an invert result")
     rep.add_argument("file", help="result file written by vaeinv invert")
     rep.add_argument("--out", help="folder for the table and figures (default FILE_report/)")

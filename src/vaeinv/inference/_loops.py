@@ -198,6 +198,10 @@ def run_nuts(run, store: RunCheckpoint | None, bar: Bar) -> None:
         if run.nuts is None:
             z0 = run.z0[run.chain_ids]
             kwargs.update(step_size=options["step_size"], adapt=True)
+            if options["mass"] == "fixed":  # given by the caller (e.g. extend_run)
+                kwargs.update(
+                    full_mass=True, inverse_mass_matrix=run.fixed_mass, adapt_mass_matrix=False
+                )
             if options["mass"] in ("laplace", "pooled"):
                 z0, covariance = _laplace_start(run)
                 kwargs.update(

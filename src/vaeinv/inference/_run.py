@@ -45,6 +45,7 @@ class _Run:
         self.state: Any = None
         self.generator = torch.Generator()
         self.nuts: dict[str, torch.Tensor] | None = None
+        self.fixed_mass: torch.Tensor | None = None  # NUTS mass="fixed" (sample's argument)
         self.thin_requested: int | str = settings["thin"]
 
     @property

@@ -99,6 +99,10 @@ def summary_table(diagnostics: dict[str, Any], attrs: dict[str, Any] | None = No
     thin = _attr(attrs, "thin", 1)
     if thin != 1:
         head += f" (thin {thin}, of {_attr(attrs, 'num_draws')} iterations)"
+    if attrs.get("extensions"):  # vaeinv extend: the run's chains continued
+        added = json.loads(str(attrs["extensions"]))
+        head += f"; the last {sum(e['num_draws'] for e in added)} iterations added by "
+        head += f"{len(added)} extension{'s' if len(added) > 1 else ''}"
     lines = [head, "", "| quantity | value |", "|---|---|"]
     for key, label, fmt in _ROWS:
         if key in diagnostics:

@@ -135,6 +135,21 @@ def _check_chains(chains: Any, num_chains: int, method: str) -> list[int]:
     return sorted(ids)
 
 
+def _check_fixed_mass(matrix, d: int) -> torch.Tensor:
+    """A fixed NUTS inverse mass matrix: ``(d, d)``, finite, symmetric positive definite."""
+    if not isinstance(matrix, torch.Tensor) or tuple(matrix.shape) != (d, d):
+        got = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
+        raise ValueError(
+            f"inverse_mass_matrix has shape {got}, expected (latent_dim, latent_dim)={d, d}"
+        )
+    matrix = matrix.detach().to("cpu", torch.float64).contiguous()
+    if not bool(torch.isfinite(matrix).all()):
+        raise ValueError("inverse_mass_matrix has non-finite entries")
+    if not torch.allclose(matrix, matrix.T) or torch.linalg.cholesky_ex(matrix).info != 0:
+        raise ValueError("inverse_mass_matrix must be symmetric positive definite")
+    return matrix
+
+
 def _init_latents(posterior, num_chains: int, seed: int, init) -> torch.Tensor:
     d = posterior.latent_dim
     if init is None:
@@ -166,6 +181,7 @@ def sample(
     chains: Sequence[int] | None = None,
     progress: bool | Callable[[RunProgress], None] = True,
     attrs: Mapping[str, Any] | None = None,
+    inverse_mass_matrix: torch.Tensor | None = None,
     **sampler_options,
 ) -> az.InferenceData:
     """Sample the posterior with ``num_chains`` chains; return ArviZ ``InferenceData``.
@@ -206,6 +222,12 @@ def sample(
             which can be resumed).
         attrs: extra attributes for the result (e.g. ``{"problem": "demo"}``); JSON-
             serialisable; part of the run fingerprint.
+        inverse_mass_matrix: NUTS only: a ``(latent_dim, latent_dim)`` symmetric positive
+            definite inverse mass matrix kept fixed for the whole run (passing it sets
+            ``mass="fixed"``): the chains start at ``init`` (or the over-dispersed prior
+            draws) and the warm-up adapts the step size only. Its sha256 is part of the run
+            fingerprint. [`extend_run`][vaeinv.inference.extend.extend_run] passes the
+            covariance of a finished run's draws.
         **sampler_options: ``step_size`` (initial beta) and ``target_accept`` for pCN; the same
             plus ``inflation`` (of the proposal covariance), ``laplace_steps`` and ``laplace_lr``
             (the Adam ascent before Gauss-Newton) for gpCN; ``target_accept``,
@@ -232,9 +254,24 @@ def sample(
     """
     if method not in SAMPLER_OPTIONS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLER_OPTIONS)}")
+    fixed_mass = None
+    if inverse_mass_matrix is not None:
+        if method != "nuts":
+            raise ValueError(
+                f"inverse_mass_matrix is a NUTS setting; method {method!r} has no mass matrix"
+            )
+        if sampler_options.get("mass", "fixed") != "fixed":
+            raise ValueError(
+                f"inverse_mass_matrix fixes the mass (mass='fixed'); it cannot be combined "
+                f"with mass={sampler_options['mass']!r}"
+            )
+        sampler_options = {**sampler_options, "mass": "fixed"}
+        fixed_mass = _check_fixed_mass(inverse_mass_matrix, posterior.latent_dim)
     options = _check_options(method, sampler_options)
-    if options.get("mass", "adapt") not in NUTS_MASSES:
-        raise ValueError(f"NUTS mass must be one of {NUTS_MASSES}, got {options['mass']!r}")
+    masses = NUTS_MASSES + (("fixed",) if fixed_mass is not None else ())
+    if options.get("mass", "adapt") not in masses:
+        hint = "; mass='fixed' needs inverse_mass_matrix=" if options["mass"] == "fixed" else ""
+        raise ValueError(f"NUTS mass must be one of {NUTS_MASSES}, got {options['mass']!r}{hint}")
     num_chains = positive_int("num_chains", num_chains)
     num_draws = positive_int("num_draws", num_draws)
     num_warmup = positive_int("num_warmup", num_warmup, minimum=0)
@@ -285,9 +322,11 @@ def sample(
                 "prior_weights_sha256": getattr(prior, "weights_sha256", None),
             },
             "attrs": dict(attrs or {}),
+            **({} if fixed_mass is None else {"inverse_mass_matrix": _sha256(fixed_mass)}),
         }
     )
     run = _Run(posterior, method, settings, fingerprint, z0, progress)
+    run.fixed_mass = fixed_mass
     run.thin_requested = thin_requested
     store = None if checkpoint is None else RunCheckpoint(checkpoint)
     if store is not None and store.exists():
