@@ -7,9 +7,11 @@ import math
 
 import pytest
 import torch
+from test_transport import random_map
 
 from vaeinv.inference.nuts import nuts_run
 from vaeinv.inference.pcn import freeze_adaptation, pcn_init, pcn_step
+from vaeinv.inference.transport import tpcn_init, tpcn_step
 
 from linear_gaussian import linear_gaussian
 
@@ -44,7 +46,25 @@ def run_nuts(posterior, z0, seed):
     return r.z, {k: getattr(r, k) for k in names}, "diverging"
 
 
-SAMPLERS = {"pcn": run_pcn, "nuts": run_nuts}
+def run_tpcn(posterior, z0, seed):
+    """tpCN with a fixed transport map far from the identity, started at ``T^-1(z0)``."""
+    transport = random_map(posterior.latent_dim, seed=11)
+    generator = torch.Generator().manual_seed(seed)
+    state = tpcn_init(posterior, transport.inverse(z0), transport)
+    torch.testing.assert_close(state.z, z0.to(state.z), rtol=0, atol=1e-12)
+    for _ in range(NUM_WARMUP):
+        state, _ = tpcn_step(posterior, state, generator, transport=transport, adapt=True)
+    state = freeze_adaptation(state)
+    z, stats = [], []
+    for _ in range(NUM_DRAWS):
+        state, info = tpcn_step(posterior, state, generator, transport=transport, adapt=False)
+        z.append(state.z)
+        stats.append({**info._asdict(), "lp": posterior.log_prior(state.z) + state.log_likelihood})
+    stacked = {k: torch.stack([s[k] for s in stats], 1) for k in stats[0]}
+    return torch.stack(z, 1), stacked, "failed"
+
+
+SAMPLERS = {"pcn": run_pcn, "tpcn": run_tpcn, "nuts": run_nuts}
 
 
 @pytest.fixture(scope="module")

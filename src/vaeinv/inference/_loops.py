@@ -2,12 +2,14 @@
 advancing a run (``vaeinv.inference._run``) block by block (see ``vaeinv.inference.runner``).
 
 Seeds: the run's ``seed`` derives every generator, stream 0 for the initial latents, stream 1
-for pCN and gpCN, stream 2 for NUTS, streams 10 and 11 for the stages of NUTS's pooled
+for pCN, gpCN and tpCN, stream 2 for NUTS, stream 3 for tpCN's flow (its halves, initial weights
+and fitting draws), streams 10 and 11 for the stages of NUTS's pooled
 warm-up (``numpy.random.SeedSequence([seed, stream])``).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from ._draws import _finish_chunk
 from .gpcn import GPCNState, gpcn_init, gpcn_step
 from .laplace import laplace_approximation
 from .pcn import freeze_adaptation, pcn_init, pcn_step
+from .transport import CouplingFlow, TPCNState, TransportMap, fit_transport, tpcn_init, tpcn_step
 
 if TYPE_CHECKING:
     from .progress import Bar
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 
 #: initial latents are ``INIT_SCALE * N(0, I)`` draws (over-dispersed relative to the prior).
 INIT_SCALE = 1.5
-_STREAM_INIT, _STREAM_PCN, _STREAM_NUTS = 0, 1, 2
+_STREAM_INIT, _STREAM_PCN, _STREAM_NUTS, _STREAM_TRANSPORT = 0, 1, 2, 3
 #: NUTS's pooled warm-up (``mass="pooled"``): stage ``k`` draws from stream ``10 + k``.
 _STREAM_POOLED = 10
 
@@ -46,9 +49,13 @@ def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
         start = time.perf_counter()
         if run.method == "gpcn":
             run.state = _gpcn_start(run)
+        elif run.method == "tpcn":
+            run.state = _tpcn_start(run, bar)
         else:
             run.state = pcn_init(posterior, run.z0, step_size=run.options["step_size"])
         run.timed(start)
+    if run.method == "tpcn":
+        step = functools.partial(tpcn_step, transport=run.transport)
     while run.iteration < s["num_warmup"]:
         start = time.perf_counter()
         steps = min(block, s["num_warmup"] - run.iteration)
@@ -114,6 +121,40 @@ def _gpcn_start(run) -> GPCNState:
         step_size=opts["step_size"],
         inflation=float(opts["inflation"]),
     )
+
+
+def _tpcn_start(run, bar: Bar) -> TPCNState:
+    """Transport-map pCN's start: the Laplace approximation (as gpCN's), the coupling flow
+    fitted from it by variational inference (its solves and reverse passes counted), then
+    chains at over-dispersed reference points ``INIT_SCALE * N(0, I)`` from the pCN stream."""
+    opts = run.options
+    laplace = _laplace(run)
+    seed = _derived_seed(run.settings["seed"], _STREAM_TRANSPORT)
+    flow = CouplingFlow(
+        run.posterior.latent_dim, int(opts["flow_layers"]), int(opts["flow_hidden"]), seed
+    )
+    transport = TransportMap(laplace.mean, laplace.scale_tril, flow).to(run.posterior.device)
+    steps = int(opts["flow_steps"])
+
+    def shown(step: int) -> None:
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            bar.postfix(flow_fit=f"{step + 1}/{steps}")
+
+    fit = fit_transport(
+        run.posterior,
+        transport,
+        steps=steps,
+        particles=int(opts["flow_particles"]),
+        lr=float(opts["flow_lr"]),
+        generator=torch.Generator().manual_seed(seed),
+        progress=shown,
+    )
+    run.extra_forward_solves += fit.num_forward_solves
+    run.gradient_evaluations += fit.num_gradient_evaluations
+    run.transport = transport
+    d = run.posterior.latent_dim
+    u0 = INIT_SCALE * torch.randn(run.z0.shape[0], d, generator=run.generator, dtype=torch.float64)
+    return tpcn_init(run.posterior, u0, transport, step_size=opts["step_size"])
 
 
 def _laplace(run):

@@ -15,9 +15,21 @@ from .gpcn import GPCNState
 from .pcn import PCNState
 from .progress import Bar, RunProgress
 from .run_checkpoint import FORMAT, FORMAT_VERSION, RunCheckpoint, check_fingerprint
+from .transport import CouplingFlow, TPCNState, TransportMap
 
 if TYPE_CHECKING:  # results.py is the one module that imports arviz at run time
     import arviz as az
+
+
+def _restore_transport(saved: dict[str, torch.Tensor], options) -> TransportMap:
+    """tpCN's map from its checkpointed state dict (the architecture from the options)."""
+    d = saved["mean"].shape[0]
+    flow = CouplingFlow(d, int(options["flow_layers"]), int(options["flow_hidden"]), seed=0)
+    transport = TransportMap(saved["mean"], saved["scale_tril"], flow)
+    transport.load_state_dict(saved)
+    for p in transport.parameters():
+        p.requires_grad_(False)
+    return transport
 
 
 class _Run:
@@ -46,6 +58,7 @@ class _Run:
         self.generator = torch.Generator()
         self.nuts: dict[str, torch.Tensor] | None = None
         self.fixed_mass: torch.Tensor | None = None  # NUTS mass="fixed" (sample's argument)
+        self.transport: TransportMap | None = None  # tpCN's fitted map
         self.thin_requested: int | str = settings["thin"]
 
     @property
@@ -87,6 +100,8 @@ class _Run:
         out = {"generator": self.generator.get_state()}
         if self.state is not None:
             out.update({f"pcn.{k}": v for k, v in self.state._asdict().items() if v is not None})
+        if self.transport is not None:
+            out.update({f"transport.{k}": v for k, v in self.transport.state_dict().items()})
         if self.nuts is not None:
             out.update({f"nuts.{k}": v for k, v in self.nuts.items()})
         return out
@@ -109,7 +124,11 @@ class _Run:
         device = self.posterior.device
         pcn = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("pcn.")}
         if pcn:
-            self.state = (GPCNState if self.method == "gpcn" else PCNState)(**pcn)
+            kind = {"gpcn": GPCNState, "tpcn": TPCNState}.get(self.method, PCNState)
+            self.state = kind(**pcn)
+        saved = {k[10:]: v for k, v in tensors.items() if k.startswith("transport.")}
+        if saved:
+            self.transport = _restore_transport(saved, self.options).to(device)
         nuts = {k[5:]: v for k, v in tensors.items() if k.startswith("nuts.")}
         self.nuts = nuts or None
 
@@ -144,7 +163,7 @@ class _Run:
         per = len(self.chain_ids) if self.method == "nuts" else 1  # NUTS: in turn
         bar = Bar(self.progress, per * self.total, per * self.iteration, self.method)
         try:
-            if self.method in ("pcn", "gpcn"):
+            if self.method in ("pcn", "gpcn", "tpcn"):
                 run_pcn(self, store, bar)
             else:
                 run_nuts(self, store, bar)
@@ -163,7 +182,7 @@ class _Run:
         s = self.settings
         solves = (
             s["num_chains"] * (1 + self.total) + self.extra_forward_solves
-            if self.method in ("pcn", "gpcn")
+            if self.method in ("pcn", "gpcn", "tpcn")
             else self.gradient_evaluations
             + len(self.chain_ids) * self.kept
             + self.extra_forward_solves

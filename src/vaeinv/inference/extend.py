@@ -14,8 +14,8 @@ same chains:
   not kept) adapts the step size from the run's last one; then ``num_draws`` iterations.
 - **pCN** continues each chain with a short warm-up (default 100 iterations) that re-adapts the
   step size from the median of the chains' last ones, then ``num_draws`` iterations.
-- **gpCN** is not extended: its chains are tied to the Laplace approximation its warm-up built,
-  which the result does not keep.
+- **gpCN** and **tpCN** are not extended: their chains are tied to the map their warm-up built
+  (the Laplace approximation, the fitted flow), which the result does not keep.
 
 The kept draws are thinned as the run's were. Each kernel of the extension leaves the posterior
 invariant, and the warm-up's draws are dropped, so chains that had reached the posterior stay
@@ -90,9 +90,9 @@ def _check_result(idata, posterior) -> dict[str, Any]:
     method = attrs.get("method")
     if method not in DEFAULT_WARMUP:
         why = (
-            "its chains are tied to the Laplace approximation of its warm-up, which the "
-            "result does not keep"
-            if method == "gpcn"
+            "its chains are tied to the map its warm-up fitted (the Laplace approximation, "
+            "or tpCN's flow), which the result does not keep"
+            if method in ("gpcn", "tpcn")
             else "it is not a result of vaeinv.sample"
         )
         raise ValueError(f"cannot extend a run of method {method!r}: {why}")

@@ -78,6 +78,17 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
         "laplace_steps": 30,
         "laplace_lr": 0.05,
     },
+    "tpcn": {
+        "step_size": 0.5,
+        "target_accept": 0.25,
+        "laplace_steps": 30,
+        "laplace_lr": 0.05,
+        "flow_steps": 2000,
+        "flow_particles": 8,
+        "flow_layers": 8,
+        "flow_hidden": 256,
+        "flow_lr": 1e-3,
+    },
     "nuts": {
         "target_accept": 0.8,
         "max_tree_depth": 10,
@@ -133,6 +144,20 @@ def _check_chains(chains: Any, num_chains: int, method: str) -> list[int]:
             f"(num_chains={num_chains}), got {chains!r}"
         )
     return sorted(ids)
+
+
+def _check_tpcn_options(options: Mapping[str, Any]) -> None:
+    """tpCN's flow settings: counts and rates of the right sign (before any work)."""
+    for key, minimum in (("flow_steps", 0), ("flow_layers", 0), ("flow_particles", 1)):
+        positive_int(key, options[key], minimum=minimum)
+    positive_int("flow_hidden", options["flow_hidden"])
+    for key in ("flow_lr", "laplace_lr"):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+    step = options["step_size"]
+    if isinstance(step, bool) or not isinstance(step, int | float) or not 0 < step <= 1:
+        raise ValueError(f"step_size (pCN beta) must be in (0, 1], got {step!r}")
 
 
 def _check_fixed_mass(matrix, d: int) -> torch.Tensor:
@@ -191,8 +216,11 @@ def sample(
         method: ``"pcn"``, ``"gpcn"`` (pCN around a Laplace approximation of the posterior,
             [`vaeinv.inference.gpcn`][vaeinv.inference.gpcn]; the approximation is built at the
             start of warm-up from the over-dispersed starts, and its forward solves and
-            gradients are counted) or ``"nuts"``.
-        num_chains: chains, run as one batch (pCN, gpCN) or one after another (NUTS).
+            gradients are counted), ``"tpcn"`` (pCN in the reference space of a coupling
+            flow fitted to the posterior from the Laplace approximation by variational
+            inference, [`vaeinv.inference.transport`][vaeinv.inference.transport]; the fit's
+            solves and gradients are counted) or ``"nuts"``.
+        num_chains: chains, run as one batch (pCN, gpCN, tpCN) or one after another (NUTS).
         num_draws: sampler iterations per chain after warm-up (as Stan's ``num_samples``);
             a chain keeps ``num_draws // thin`` of them.
         num_warmup: warm-up iterations per chain (adaptation), not kept.
@@ -230,7 +258,10 @@ def sample(
             covariance of a finished run's draws.
         **sampler_options: ``step_size`` (initial beta) and ``target_accept`` for pCN; the same
             plus ``inflation`` (of the proposal covariance), ``laplace_steps`` and ``laplace_lr``
-            (the Adam ascent before Gauss-Newton) for gpCN; ``target_accept``,
+            (the Adam ascent before Gauss-Newton) for gpCN; ``step_size``, ``target_accept``,
+            ``laplace_steps``, ``laplace_lr`` and the flow's ``flow_steps`` (Adam steps of the
+            fit), ``flow_particles`` (draws per step), ``flow_layers``, ``flow_hidden`` and
+            ``flow_lr`` for tpCN; ``target_accept``,
             ``max_tree_depth``, ``full_mass``, ``step_size`` and ``mass`` for NUTS: ``"adapt"``
             (Stan's windowed adaptation from the identity) or ``"laplace"`` (the Laplace
             covariance as a fixed dense inverse mass matrix, starts drawn around the MAP, only
@@ -248,9 +279,9 @@ def sample(
     Raises:
         ValueError: an unknown method or sampler option, a bad count, seed, ``thin``,
             ``init``, ``chains`` or ``attrs`` value (``thin > num_draws`` included),
-            ``chains`` with pCN or gpCN (their chains share one random stream); ``resume`` without
-            ``checkpoint``; a checkpoint folder holding a run when ``resume`` is false;
-            resuming a checkpoint of another run (what differs is named).
+            ``chains`` with pCN, gpCN or tpCN (their chains share one random stream);
+            ``resume`` without ``checkpoint``; a checkpoint folder holding a run when ``resume``
+            is false; resuming a checkpoint of another run (what differs is named).
     """
     if method not in SAMPLER_OPTIONS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLER_OPTIONS)}")
@@ -272,6 +303,8 @@ def sample(
     if options.get("mass", "adapt") not in masses:
         hint = "; mass='fixed' needs inverse_mass_matrix=" if options["mass"] == "fixed" else ""
         raise ValueError(f"NUTS mass must be one of {NUTS_MASSES}, got {options['mass']!r}{hint}")
+    if method == "tpcn":
+        _check_tpcn_options(options)
     num_chains = positive_int("num_chains", num_chains)
     num_draws = positive_int("num_draws", num_draws)
     num_warmup = positive_int("num_warmup", num_warmup, minimum=0)

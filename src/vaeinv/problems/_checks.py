@@ -33,12 +33,23 @@ _TRUTH_FORMATS = ("log_k", "mdgm-k")
 _DATA_KEYS = ("file", "noise_kind", "noise_fraction", "seed")
 _NOISE_KINDS = ("absolute", "relative")
 _DATA_COLUMNS = ("x", "y", "value", "noise_std")
-_METHODS = ("pcn", "gpcn", "nuts")
+_METHODS = ("pcn", "gpcn", "tpcn", "nuts")
 #: The options of each sampling method that a problem's ``[sampler.<method>]`` table (or
 #: ``vaeinv invert --option``) may set; they are passed on to ``vaeinv.sample``.
 SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
     "pcn": ("step_size", "target_accept"),
     "gpcn": ("step_size", "target_accept", "inflation", "laplace_steps", "laplace_lr"),
+    "tpcn": (
+        "step_size",
+        "target_accept",
+        "laplace_steps",
+        "laplace_lr",
+        "flow_steps",
+        "flow_particles",
+        "flow_layers",
+        "flow_hidden",
+        "flow_lr",
+    ),
     "nuts": (
         "target_accept",
         "max_tree_depth",
@@ -125,12 +136,14 @@ def check_sampler_options(method: str, options: Any, where: str = "sampler optio
                 raise ValueError(f"{where} target_accept must be in (0, 1), got {value!r}")
         elif key == "step_size":
             v = _float(value, f"{where} step_size", positive=True)
-            if method in ("pcn", "gpcn") and v > 1:
+            if method in ("pcn", "gpcn", "tpcn") and v > 1:
                 raise ValueError(f"{where} step_size (pCN beta) must be in (0, 1], got {value!r}")
-        elif key in ("inflation", "laplace_lr"):
+        elif key in ("inflation", "laplace_lr", "flow_lr"):
             _float(value, f"{where} {key}", positive=True)
-        elif key == "laplace_steps":
-            _int(value, f"{where} laplace_steps", 0)
+        elif key in ("laplace_steps", "flow_steps", "flow_layers"):
+            _int(value, f"{where} {key}", 0)
+        elif key in ("flow_particles", "flow_hidden"):
+            _int(value, f"{where} {key}", 1)
         elif key == "max_tree_depth":
             _int(value, f"{where} max_tree_depth", 1)
         elif key == "mass":
