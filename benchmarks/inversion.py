@@ -10,6 +10,8 @@ For every problem (default ``mdgm-gaussian`` and ``mdgm-channel``) it runs, thro
   for the channel case), pCN, 8 chains;
 * ``gpcn``: the VAE prior with the runner's ``"gpcn"`` method, 8 chains, when the runner has it
   (``"gpcn" in runner.SAMPLER_OPTIONS``); otherwise the row says it was skipped;
+* ``tpcn``: the VAE prior with transport-map pCN (``"tpcn"``: pCN in the reference space of a
+  coupling flow fitted to the posterior; the fit's solves and gradients are counted), 8 chains;
 
 and prints, per run, the wall time, forward solves and gradient evaluations, the bulk ESS per
 1000 forward solves and per minute (minimum over the latents and over the field quantities of
@@ -37,13 +39,14 @@ import traceback
 from pathlib import Path
 
 DEFAULT_PROBLEMS = ("mdgm-gaussian", "mdgm-channel")
-CONFIGS = ("pcn", "nuts", "gf-pcn", "gpcn")
+CONFIGS = ("pcn", "nuts", "gf-pcn", "gpcn", "tpcn")
 #: configuration -> (prior: "vae" or "gaussian-field", runner method)
 CONFIG_SETUP = {
     "pcn": ("vae", "pcn"),
     "nuts": ("vae", "nuts"),
     "gf-pcn": ("gaussian-field", "pcn"),
     "gpcn": ("vae", "gpcn"),
+    "tpcn": ("vae", "tpcn"),
 }
 #: per configuration: chains, warm-up iterations, post-warm-up iterations (``draws``), thinning.
 #: ``draws`` counts sampler iterations per chain after warm-up; ``draws // thin`` are kept.
@@ -52,14 +55,17 @@ DEFAULTS = {
     "nuts": {"chains": 4, "warmup": 200, "draws": 200, "thin": 1},
     "gf-pcn": {"chains": 8, "warmup": 2000, "draws": 10000, "thin": 10},
     "gpcn": {"chains": 8, "warmup": 2000, "draws": 10000, "thin": 10},
+    "tpcn": {"chains": 8, "warmup": 1000, "draws": 8000, "thin": 8},
 }
 QUICK = {
     "pcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
     "nuts": {"chains": 2, "warmup": 10, "draws": 10, "thin": 1},
     "gf-pcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
     "gpcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
+    "tpcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
 }
 QUICK_MAX_TREE_DEPTH = 4
+QUICK_FLOW = {"flow_steps": 10, "flow_layers": 2, "flow_hidden": 16}
 
 #: Gaussian-field baseline per problem; ``mean``/``std`` of ``None`` take the truth's values.
 GF_SETTINGS = {
@@ -141,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CONFIGS,
         default=list(CONFIGS),
         help="configurations to run (default: all): pcn = VAE prior + pCN, nuts = VAE prior + "
-        "NUTS, gf-pcn = Gaussian-field prior + pCN, gpcn = VAE prior + the runner's 'gpcn'",
+        "NUTS, gf-pcn = Gaussian-field prior + pCN, gpcn = VAE prior + the runner's 'gpcn', "
+        "tpcn = VAE prior + transport-map pCN",
     )
     defaults = "; ".join(
         f"{k}: {v['chains']} chains, {v['warmup']} + {v['draws']} (thin {v['thin']})"
@@ -266,6 +273,8 @@ def run_config(problem, posterior, key: str, s: dict, opts) -> dict:
             options["max_tree_depth"] = opts.max_tree_depth
         elif opts.quick:
             options["max_tree_depth"] = QUICK_MAX_TREE_DEPTH
+    if method == "tpcn" and opts.quick:
+        options.update(QUICK_FLOW)
     valid = runner.SAMPLER_OPTIONS.get(method, {})
     options = {k: v for k, v in options.items() if k in valid}
     kwargs = sample_kwargs(runner, s["draws"], s["thin"])
@@ -424,7 +433,9 @@ def _ok(flag) -> str:
 
 
 def _config_label(r: dict) -> str:
-    method = {"pcn": "pCN", "nuts": "NUTS", "gpcn": "gpCN"}[CONFIG_SETUP[r["config"]][1]]
+    method = {"pcn": "pCN", "nuts": "NUTS", "gpcn": "gpCN", "tpcn": "tpCN"}[
+        CONFIG_SETUP[r["config"]][1]
+    ]
     if CONFIG_SETUP[r["config"]][0] == "gaussian-field":
         return f"Gaussian field + {method}"
     return f"VAE `{r['prior']}` + {method}" if "prior" in r else f"VAE + {method}"
