@@ -138,8 +138,11 @@ def extend_run(
         num_draws: sampler iterations per chain to add (thinned as the run was).
         num_warmup: iterations before them that re-adapt the step size, not kept; default
             `DEFAULT_WARMUP` for the method.
-        checkpoint, resume, chunk_size, progress: as for
-            [`sample`][vaeinv.inference.runner.sample] (``chunk_size`` defaults to the run's).
+        checkpoint: a folder for the extension's chunks and state, as for
+            [`sample`][vaeinv.inference.runner.sample].
+        resume: continue the extension saved in ``checkpoint``.
+        chunk_size: kept draws per chunk (default: the run's).
+        progress: as for [`sample`][vaeinv.inference.runner.sample].
 
     Returns:
         the longer result: the run's draws, then the extension's, in every group that has
