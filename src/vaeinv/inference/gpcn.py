@@ -47,14 +47,7 @@ from typing import NamedTuple
 import torch
 
 from .laplace import LaplaceApproximation, laplace_approximation
-from .pcn import (
-    ADAPT_GAIN_EXPONENT,
-    AVERAGE_EXPONENT,
-    MIN_LOG_STEP_SIZE,
-    PCNInfo,
-    _evaluate,
-    freeze_adaptation,
-)
+from .pcn import PCNInfo, _accept, _adapted, _evaluate, _step_noise, freeze_adaptation
 
 __all__ = [
     "GPCNState",
@@ -223,33 +216,18 @@ def gpcn_step(
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     z, mean, tril = state.z, state.mean, state.scale_tril
     num_chains, d = z.shape
-    xi = torch.randn(
-        num_chains, d, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(z.device)
-    u = torch.rand(
-        num_chains, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(z.device)
+    xi, u = _step_noise(generator, num_chains, d, z.device)
     beta = state.log_step_size.exp()
     rho = torch.sqrt(1.0 - beta * beta)
     proposal = mean + rho[:, None] * (z - mean) + beta[:, None] * (xi @ tril.T)
     prediction, log_likelihood = _evaluate(posterior, proposal)
     log_weight = _log_weight(posterior, proposal, log_likelihood, mean, tril)
     failed = ~(torch.isfinite(prediction).all(-1) & torch.isfinite(log_weight))
-    log_ratio = (log_weight - state.log_weight).clamp(max=0.0)
-    acceptance = torch.where(failed, torch.zeros_like(log_ratio), log_ratio.exp())
-    accepted = u < acceptance
+    acceptance, accepted = _accept(log_weight, state.log_weight, failed, u)
     minus_inf = torch.full_like(log_likelihood, -math.inf)
     log_likelihood = torch.where(failed, minus_inf, log_likelihood)
     log_weight = torch.where(failed, minus_inf, log_weight)
-
-    log_step, adapt_count, log_avg = state.log_step_size, state.adapt_count, state.log_step_avg
-    if adapt:
-        t1 = (adapt_count + 1).to(torch.float64)
-        log_step = (log_step + t1.pow(-ADAPT_GAIN_EXPONENT) * (acceptance - target_accept)).clamp(
-            MIN_LOG_STEP_SIZE, 0.0
-        )
-        log_avg = log_avg + t1.pow(-AVERAGE_EXPONENT) * (log_step - log_avg)
-        adapt_count = adapt_count + 1
+    log_step, adapt_count, log_avg = _adapted(state, acceptance, target_accept, adapt)
 
     keep = accepted[:, None]
     new_state = GPCNState(

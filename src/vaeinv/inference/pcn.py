@@ -175,6 +175,35 @@ def pcn_init(posterior, z0: torch.Tensor, step_size: float | torch.Tensor = 0.25
     )
 
 
+def _step_noise(generator: torch.Generator, num_chains: int, d: int, device) -> tuple:
+    """A step's random numbers, in this order: ``xi (C, d)`` then ``u (C,)``, float64 from
+    ``generator`` (on its device), moved to ``device``."""
+    on = {"generator": generator, "dtype": torch.float64, "device": generator.device}
+    xi = torch.randn(num_chains, d, **on).to(device)
+    return xi, torch.rand(num_chains, **on).to(device)
+
+
+def _accept(log_new: torch.Tensor, log_old: torch.Tensor, failed: torch.Tensor, u: torch.Tensor):
+    """``(acceptance = min(1, exp(log_new - log_old)), 0 where failed; accepted = u < it)``."""
+    log_ratio = (log_new - log_old).clamp(max=0.0)
+    acceptance = torch.where(failed, torch.zeros_like(log_ratio), log_ratio.exp())
+    return acceptance, u < acceptance
+
+
+def _adapted(state, acceptance: torch.Tensor, target_accept: float, adapt: bool):
+    """``(log_step_size, adapt_count, log_step_avg)`` after one Robbins-Monro update of
+    ``log beta`` towards ``target_accept`` and of its average (unchanged without ``adapt``)."""
+    log_step, adapt_count, log_avg = state.log_step_size, state.adapt_count, state.log_step_avg
+    if adapt:
+        t1 = (adapt_count + 1).to(torch.float64)
+        log_step = (log_step + t1.pow(-ADAPT_GAIN_EXPONENT) * (acceptance - target_accept)).clamp(
+            MIN_LOG_STEP_SIZE, 0.0
+        )
+        log_avg = log_avg + t1.pow(-AVERAGE_EXPONENT) * (log_step - log_avg)
+        adapt_count = adapt_count + 1
+    return log_step, adapt_count, log_avg
+
+
 def pcn_step(
     posterior,
     state: PCNState,
@@ -206,29 +235,14 @@ def pcn_step(
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     z = state.z
     num_chains, d = z.shape
-    xi = torch.randn(
-        num_chains, d, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(z.device)
-    u = torch.rand(
-        num_chains, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(z.device)
+    xi, u = _step_noise(generator, num_chains, d, z.device)
     beta = state.log_step_size.exp()
     proposal = torch.sqrt(1.0 - beta * beta)[:, None] * z + beta[:, None] * xi
     field, prediction, log_likelihood = _evaluate_field(posterior, proposal)
     failed = ~(torch.isfinite(prediction).all(-1) & torch.isfinite(log_likelihood))
-    log_ratio = (log_likelihood - state.log_likelihood).clamp(max=0.0)
-    acceptance = torch.where(failed, torch.zeros_like(log_ratio), log_ratio.exp())
-    accepted = u < acceptance
+    acceptance, accepted = _accept(log_likelihood, state.log_likelihood, failed, u)
     log_likelihood = torch.where(failed, torch.full_like(log_likelihood, -math.inf), log_likelihood)
-
-    log_step, adapt_count, log_avg = state.log_step_size, state.adapt_count, state.log_step_avg
-    if adapt:
-        t1 = (adapt_count + 1).to(torch.float64)
-        log_step = (log_step + t1.pow(-ADAPT_GAIN_EXPONENT) * (acceptance - target_accept)).clamp(
-            MIN_LOG_STEP_SIZE, 0.0
-        )
-        log_avg = log_avg + t1.pow(-AVERAGE_EXPONENT) * (log_step - log_avg)
-        adapt_count = adapt_count + 1
+    log_step, adapt_count, log_avg = _adapted(state, acceptance, target_accept, adapt)
 
     keep = accepted[:, None]
     old_field = state.field

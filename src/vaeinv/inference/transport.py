@@ -41,13 +41,7 @@ import torch
 from torch import nn
 
 from ..physics.darcy import SolverError
-from .pcn import (
-    ADAPT_GAIN_EXPONENT,
-    AVERAGE_EXPONENT,
-    MIN_LOG_STEP_SIZE,
-    PCNInfo,
-    _evaluate,
-)
+from .pcn import PCNInfo, _accept, _adapted, _evaluate, _step_noise
 
 __all__ = ["CouplingFlow", "TPCNState", "TransportMap", "fit_transport", "tpcn_init", "tpcn_step"]
 
@@ -294,31 +288,16 @@ def tpcn_step(
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     u = state.u
     num_chains, d = u.shape
-    xi = torch.randn(
-        num_chains, d, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(u.device)
-    r = torch.rand(
-        num_chains, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(u.device)
+    xi, r = _step_noise(generator, num_chains, d, u.device)
     beta = state.log_step_size.exp()
     proposal = torch.sqrt(1.0 - beta * beta)[:, None] * u + beta[:, None] * xi
     z, prediction, log_likelihood, log_weight = _evaluate_reference(posterior, transport, proposal)
     failed = ~(torch.isfinite(prediction).all(-1) & torch.isfinite(log_weight))
-    log_ratio = (log_weight - state.log_weight).clamp(max=0.0)
-    acceptance = torch.where(failed, torch.zeros_like(log_ratio), log_ratio.exp())
-    accepted = r < acceptance
+    acceptance, accepted = _accept(log_weight, state.log_weight, failed, r)
     minus_inf = torch.full_like(log_likelihood, -math.inf)
     log_likelihood = torch.where(failed, minus_inf, log_likelihood)
     log_weight = torch.where(failed, minus_inf, log_weight)
-
-    log_step, adapt_count, log_avg = state.log_step_size, state.adapt_count, state.log_step_avg
-    if adapt:
-        t1 = (adapt_count + 1).to(torch.float64)
-        log_step = (log_step + t1.pow(-ADAPT_GAIN_EXPONENT) * (acceptance - target_accept)).clamp(
-            MIN_LOG_STEP_SIZE, 0.0
-        )
-        log_avg = log_avg + t1.pow(-AVERAGE_EXPONENT) * (log_step - log_avg)
-        adapt_count = adapt_count + 1
+    log_step, adapt_count, log_avg = _adapted(state, acceptance, target_accept, adapt)
 
     keep = accepted[:, None]
     new_state = TPCNState(
