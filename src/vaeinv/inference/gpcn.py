@@ -186,6 +186,43 @@ def gpcn_init(
     )
 
 
+def weighted_decision(
+    state, prediction, log_likelihood, log_weight, u, *, target_accept: float, adapt: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], PCNInfo]:
+    """The accept/reject step of gpCN and tpCN, whose chains carry a log weight: a proposal
+    with a non-finite prediction or weight fails (acceptance 0, log-likelihood and weight
+    ``-inf``); otherwise it is accepted with ``min(1, exp(log_weight - state.log_weight))``
+    against ``u``; then the step size adapts (with ``adapt``).
+
+    Returns:
+        ``(accepted (C,), updates, info)``: ``updates`` are the state's new ``log_likelihood``,
+        ``prediction``, ``log_weight`` and step-size fields (pass them to ``_replace`` with the
+        chain's new position), ``info`` the step's [`PCNInfo`][vaeinv.inference.pcn.PCNInfo].
+    """
+    failed = ~(torch.isfinite(prediction).all(-1) & torch.isfinite(log_weight))
+    acceptance, accepted = _accept(log_weight, state.log_weight, failed, u)
+    minus_inf = torch.full_like(log_likelihood, -math.inf)
+    log_likelihood = torch.where(failed, minus_inf, log_likelihood)
+    log_weight = torch.where(failed, minus_inf, log_weight)
+    log_step, adapt_count, log_avg = _adapted(state, acceptance, target_accept, adapt)
+    updates = {
+        "log_likelihood": torch.where(accepted, log_likelihood, state.log_likelihood),
+        "prediction": torch.where(accepted[:, None], prediction, state.prediction),
+        "log_step_size": log_step,
+        "adapt_count": adapt_count,
+        "log_step_avg": log_avg,
+        "log_weight": torch.where(accepted, log_weight, state.log_weight),
+    }
+    info = PCNInfo(
+        accepted=accepted,
+        acceptance_rate=acceptance,
+        failed=failed,
+        step_size=state.log_step_size.exp(),
+        log_likelihood_proposed=log_likelihood,
+    )
+    return accepted, updates, info
+
+
 def gpcn_step(
     posterior,
     state: GPCNState,
@@ -222,30 +259,8 @@ def gpcn_step(
     proposal = mean + rho[:, None] * (z - mean) + beta[:, None] * (xi @ tril.T)
     prediction, log_likelihood = _evaluate(posterior, proposal)
     log_weight = _log_weight(posterior, proposal, log_likelihood, mean, tril)
-    failed = ~(torch.isfinite(prediction).all(-1) & torch.isfinite(log_weight))
-    acceptance, accepted = _accept(log_weight, state.log_weight, failed, u)
-    minus_inf = torch.full_like(log_likelihood, -math.inf)
-    log_likelihood = torch.where(failed, minus_inf, log_likelihood)
-    log_weight = torch.where(failed, minus_inf, log_weight)
-    log_step, adapt_count, log_avg = _adapted(state, acceptance, target_accept, adapt)
-
-    keep = accepted[:, None]
-    new_state = GPCNState(
-        z=torch.where(keep, proposal, z),
-        log_likelihood=torch.where(accepted, log_likelihood, state.log_likelihood),
-        prediction=torch.where(keep, prediction, state.prediction),
-        log_step_size=log_step,
-        adapt_count=adapt_count,
-        log_step_avg=log_avg,
-        log_weight=torch.where(accepted, log_weight, state.log_weight),
-        mean=mean,
-        scale_tril=tril,
+    accepted, updates, info = weighted_decision(
+        state, prediction, log_likelihood, log_weight, u, target_accept=target_accept, adapt=adapt
     )
-    info = PCNInfo(
-        accepted=accepted,
-        acceptance_rate=acceptance,
-        failed=failed,
-        step_size=beta,
-        log_likelihood_proposed=log_likelihood,
-    )
+    new_state = state._replace(z=torch.where(accepted[:, None], proposal, z), **updates)
     return new_state, info

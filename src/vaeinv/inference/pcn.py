@@ -183,6 +183,20 @@ def _step_noise(generator: torch.Generator, num_chains: int, d: int, device) -> 
     return xi, torch.rand(num_chains, **on).to(device)
 
 
+def _pcn_proposal(x: torch.Tensor, log_step_size, generator, target_accept: float):
+    """``(sqrt(1 - beta^2) x + beta xi, u)`` for ``x (C, d)``, with the step's random numbers
+    from ``generator`` (``_step_noise``); ``target_accept`` is checked first.
+
+    Raises:
+        ValueError: ``target_accept`` outside ``(0, 1)``.
+    """
+    if not 0.0 < float(target_accept) < 1.0:
+        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    xi, u = _step_noise(generator, x.shape[0], x.shape[1], x.device)
+    beta = log_step_size.exp()
+    return torch.sqrt(1.0 - beta * beta)[:, None] * x + beta[:, None] * xi, u
+
+
 def _accept(log_new: torch.Tensor, log_old: torch.Tensor, failed: torch.Tensor, u: torch.Tensor):
     """``(acceptance = min(1, exp(log_new - log_old)), 0 where failed; accepted = u < it)``."""
     log_ratio = (log_new - log_old).clamp(max=0.0)
@@ -231,13 +245,10 @@ def pcn_step(
     Raises:
         ValueError: ``target_accept`` outside ``(0, 1)``.
     """
-    if not 0.0 < float(target_accept) < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     z = state.z
-    num_chains, d = z.shape
-    xi, u = _step_noise(generator, num_chains, d, z.device)
+    num_chains = z.shape[0]
+    proposal, u = _pcn_proposal(z, state.log_step_size, generator, target_accept)
     beta = state.log_step_size.exp()
-    proposal = torch.sqrt(1.0 - beta * beta)[:, None] * z + beta[:, None] * xi
     field, prediction, log_likelihood = _evaluate_field(posterior, proposal)
     failed = ~(torch.isfinite(prediction).all(-1) & torch.isfinite(log_likelihood))
     acceptance, accepted = _accept(log_likelihood, state.log_likelihood, failed, u)

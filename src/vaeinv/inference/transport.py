@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from ..physics.darcy import SolverError
-from .pcn import PCNInfo, _accept, _adapted, _evaluate, _step_noise
+from .gpcn import weighted_decision
+from .pcn import PCNInfo, _evaluate, _pcn_proposal
 
 __all__ = ["CouplingFlow", "TPCNState", "TransportMap", "fit_transport", "tpcn_init", "tpcn_step"]
 
@@ -284,37 +285,14 @@ def tpcn_step(
     Raises:
         ValueError: ``target_accept`` outside ``(0, 1)``.
     """
-    if not 0.0 < float(target_accept) < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     u = state.u
-    num_chains, d = u.shape
-    xi, r = _step_noise(generator, num_chains, d, u.device)
-    beta = state.log_step_size.exp()
-    proposal = torch.sqrt(1.0 - beta * beta)[:, None] * u + beta[:, None] * xi
+    proposal, r = _pcn_proposal(u, state.log_step_size, generator, target_accept)
     z, prediction, log_likelihood, log_weight = _evaluate_reference(posterior, transport, proposal)
-    failed = ~(torch.isfinite(prediction).all(-1) & torch.isfinite(log_weight))
-    acceptance, accepted = _accept(log_weight, state.log_weight, failed, r)
-    minus_inf = torch.full_like(log_likelihood, -math.inf)
-    log_likelihood = torch.where(failed, minus_inf, log_likelihood)
-    log_weight = torch.where(failed, minus_inf, log_weight)
-    log_step, adapt_count, log_avg = _adapted(state, acceptance, target_accept, adapt)
-
-    keep = accepted[:, None]
-    new_state = TPCNState(
-        u=torch.where(keep, proposal, u),
-        z=torch.where(keep, z, state.z),
-        log_likelihood=torch.where(accepted, log_likelihood, state.log_likelihood),
-        prediction=torch.where(keep, prediction, state.prediction),
-        log_step_size=log_step,
-        adapt_count=adapt_count,
-        log_step_avg=log_avg,
-        log_weight=torch.where(accepted, log_weight, state.log_weight),
+    accepted, updates, info = weighted_decision(
+        state, prediction, log_likelihood, log_weight, r, target_accept=target_accept, adapt=adapt
     )
-    info = PCNInfo(
-        accepted=accepted,
-        acceptance_rate=acceptance,
-        failed=failed,
-        step_size=beta,
-        log_likelihood_proposed=log_likelihood,
+    keep = accepted[:, None]
+    new_state = state._replace(
+        u=torch.where(keep, proposal, u), z=torch.where(keep, z, state.z), **updates
     )
     return new_state, info
