@@ -290,6 +290,9 @@ def test_extend_appends_draws_to_a_finished_run(tiny, tmp_path, capsys):
     assert "exists; choose another --out or pass --force" in capsys.readouterr().err
     assert main([*extend, "--problem", str(tiny), "--out", str(out)]) == 2
     assert "is the input file" in capsys.readouterr().err
+    other = ["--problem", str(tiny), "--out", str(tmp_path / "other.nc")]
+    assert main([*extend, *other, "--device", "gpu0"]) == 2
+    assert "--device 'gpu0' is not a torch device" in capsys.readouterr().err
     assert main(["report", str(longer_path), "--out", str(tmp_path / "rep")]) == 0
     assert "2 chains x 80 draws; the last 20 iterations added by 1 extension" in (
         capsys.readouterr().out

@@ -53,6 +53,18 @@ def _parse_chains(text: str) -> list[int]:
         ) from None
 
 
+def _check_device(device: str | None) -> None:
+    """``--device``: a torch device this machine has (``None``: the default)."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a torch device") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+
+
 def invert(args) -> int:
     import shutil
     from pathlib import Path
@@ -83,13 +95,7 @@ def invert(args) -> int:
                 f"--thin must be 'auto' or an integer, got {settings['thin']!r}"
             ) from None
     chunk_size = defaults.chunk_size if args.chunk_size is None else args.chunk_size
-    if args.device is not None:
-        try:
-            kind = torch.device(args.device).type
-        except RuntimeError:
-            raise ValueError(f"--device {args.device!r} is not a torch device") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    _check_device(args.device)
     out = Path(args.out or f"out/{problem.name}.nc")
     checkpoint = out.with_name(out.name + ".partial")
     posterior = problem.posterior(prior=args.prior)
@@ -209,9 +215,7 @@ def extend(args) -> int:
     if not name:
         raise ValueError(f"{path} does not name its problem; pass --problem")
     problem = load_problem(str(name))
-    if args.device is not None and torch.device(args.device).type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    _check_device(args.device)
     posterior = problem.posterior(prior=args.prior)
     if args.device is not None:
         posterior = posterior.to(args.device)
