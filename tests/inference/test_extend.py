@@ -61,12 +61,13 @@ def test_the_run_is_kept_and_the_extension_appended(problem, seed, method, tmp_p
     assert len(extension) == 1 and extension[0]["num_draws"] == 8
     assert extension[0]["num_warmup"] == 6
     assert ("mass" in extension[0]) == (method == "nuts")
-    for key in ("forward_solves", "gradient_evaluations"):
-        assert int(attrs[key]) > int(run.attrs[key]) or method == "pcn"
-    # pCN: one solve per chain per iteration of the extension, none for its start (cached)
-    if method == "pcn":
-        added = int(attrs["forward_solves"]) - int(run.attrs["forward_solves"])
-        assert added == 3 * (1 + 6 + 8)
+    counters = ("forward_solves", "gradient_evaluations")
+    added = {k: int(attrs[k]) - int(run.attrs[k]) for k in counters}
+    if method == "nuts":  # at least one leapfrog per iteration, each a gradient and a solve
+        assert added["gradient_evaluations"] >= 3 * (6 + 8)
+        assert added["forward_solves"] >= added["gradient_evaluations"]
+    else:  # pCN: one solve per chain for the start and per iteration, no gradient
+        assert added == {"forward_solves": 3 * (1 + 6 + 8), "gradient_evaluations": 0}
     assert float(attrs["wall_time_s"]) > float(run.attrs["wall_time_s"])
     results.save(longer, tmp_path / "longer.nc")
     again = extend_run(results.load(tmp_path / "longer.nc"), problem.posterior, num_draws=2,
@@ -95,6 +96,12 @@ def test_nuts_continues_with_the_draws_covariance(problem, seed):
     flat = z.reshape(-1, 3)
     assert kind == "dense"
     np.testing.assert_allclose(mass.numpy(), np.cov(flat, rowvar=False), rtol=1e-12)
+    # a latent that never moved: the dense estimate is singular, so the diagonal is used
+    stuck = z.copy()
+    stuck[..., 2] = 0.5
+    diag, kind = draws_covariance(stuck)
+    assert kind == "diagonal"
+    assert float(diag[2, 2]) == pytest.approx(float(diag.diagonal()[:2].mean()))
     # fewer draws than 2 d: the variances only; a latent that never moved gets the mean
     few = np.zeros((1, 4, 3))
     few[0, :, 0] = [0.0, 1.0, 2.0, 3.0]
@@ -102,7 +109,7 @@ def test_nuts_continues_with_the_draws_covariance(problem, seed):
     diag, kind = draws_covariance(few)
     assert kind == "diagonal"
     expected = [np.var([0, 1, 2, 3], ddof=1), np.var([0, 2, 4, 6], ddof=1)]
-    np.testing.assert_allclose(diag.diagonal().numpy(), [*expected, np.mean(expected) * 2 / 3])
+    np.testing.assert_allclose(diag.diagonal().numpy(), [*expected, np.mean(expected)])
     assert torch.count_nonzero(diag - torch.diag(diag.diagonal())) == 0
 
 
@@ -166,7 +173,7 @@ def test_sample_with_a_fixed_mass(problem, seed):
         sample(problem.posterior, "nuts", inverse_mass_matrix=problem.cov, mass="pooled", **QUICK)
     with pytest.raises(ValueError, match="has no mass matrix"):
         sample(problem.posterior, "pcn", inverse_mass_matrix=problem.cov, **QUICK)
-    with pytest.raises(ValueError, match=r"shape \(2, 2\), expected .*=\(3, 3\)"):
+    with pytest.raises(ValueError, match=r"shape \(2, 2\), expected \(3, 3\)"):
         sample(problem.posterior, "nuts", inverse_mass_matrix=torch.eye(2), **QUICK)
     with pytest.raises(ValueError, match="symmetric positive definite"):
         sample(problem.posterior, "nuts", inverse_mass_matrix=-torch.eye(3), **QUICK)

@@ -62,10 +62,10 @@ _SUMMED = ("forward_solves", "gradient_evaluations", "divergences", "warmup_dive
 def draws_covariance(z: np.ndarray) -> tuple[torch.Tensor, str]:
     """The covariance of draws ``z (chain, draw, d)`` pooled over chains, as NUTS's inverse mass.
 
-    Returns ``(matrix (d, d) float64, kind)``: the sample covariance (``kind = "dense"``), or,
-    with fewer than ``2 d`` draws, the diagonal of the variances (``"diagonal"``). Directions of
-    zero variance (a chain that never moved) get the mean variance, so the matrix is positive
-    definite.
+    Returns ``(matrix (d, d) float64, kind)``: the sample covariance (``kind = "dense"``) when
+    there are at least ``2 d`` draws and it is positive definite, else the diagonal of the
+    variances (``"diagonal"``), where a latent of zero variance (a chain that never moved)
+    gets the mean of the others' (1 if none moved).
     """
     flat = np.asarray(z, dtype=np.float64).reshape(-1, z.shape[-1])
     n, d = flat.shape
@@ -74,14 +74,11 @@ def draws_covariance(z: np.ndarray) -> tuple[torch.Tensor, str]:
     if n >= 2 * d:
         cov = torch.from_numpy(np.cov(flat, rowvar=False)).reshape(d, d)
         cov = 0.5 * (cov + cov.T)
-        floor = 1e-10 * float(cov.diagonal().mean())
-        eigval, eigvec = torch.linalg.eigh(cov)
-        if float(eigval.min()) > floor:
+        if torch.linalg.cholesky_ex(cov).info == 0:
             return cov.contiguous(), "dense"
-        eigval = eigval.clamp(min=float(eigval.mean()) * 1e-6)
-        return ((eigvec * eigval) @ eigvec.T).contiguous(), "dense"
     var = flat.var(axis=0, ddof=1)
-    var = np.where(var > 0, var, var.mean() if var.mean() > 0 else 1.0)
+    moved = var > 0
+    var = np.where(moved, var, var[moved].mean() if moved.any() else 1.0)
     return torch.diag(torch.from_numpy(var)).contiguous(), "diagonal"
 
 
@@ -174,12 +171,12 @@ def extend_run(
     last = torch.from_numpy(np.ascontiguousarray(z[:, -1], dtype=np.float64))
     record: dict[str, Any] = {"num_draws": num_draws, "num_warmup": num_warmup, "seed": seed}
     kwargs: dict[str, Any] = {}
+    step = float(np.median(stats["step_size"].values[:, -1]))  # the chains' last step sizes
     if method == "nuts":
         num_chains = int(attrs["num_chains"])
         init = torch.zeros(num_chains, z.shape[-1], dtype=torch.float64)
         init[held] = last
         mass, kind = draws_covariance(z)
-        step = float(np.median(stats["step_size"].values[:, -1]))
         kwargs.update(
             num_chains=num_chains,
             init=init,
@@ -192,7 +189,6 @@ def extend_run(
             kwargs["chains"] = held
         record["mass"] = f"{kind} covariance of the kept draws"
     else:
-        step = float(np.median(stats["step_size"].values[:, -1]))
         kwargs.update(
             num_chains=len(held),
             init=last,

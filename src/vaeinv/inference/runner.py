@@ -161,18 +161,13 @@ def _check_tpcn_options(options: Mapping[str, Any]) -> None:
 
 
 def _check_fixed_mass(matrix, d: int) -> torch.Tensor:
-    """A fixed NUTS inverse mass matrix: ``(d, d)``, finite, symmetric positive definite."""
-    if not isinstance(matrix, torch.Tensor) or tuple(matrix.shape) != (d, d):
-        got = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
-        raise ValueError(
-            f"inverse_mass_matrix has shape {got}, expected (latent_dim, latent_dim)={d, d}"
-        )
-    matrix = matrix.detach().to("cpu", torch.float64).contiguous()
-    if not bool(torch.isfinite(matrix).all()):
-        raise ValueError("inverse_mass_matrix has non-finite entries")
-    if not torch.allclose(matrix, matrix.T) or torch.linalg.cholesky_ex(matrix).info != 0:
-        raise ValueError("inverse_mass_matrix must be symmetric positive definite")
-    return matrix
+    """A fixed NUTS inverse mass matrix: finite, ``(d, d)``, symmetric positive definite
+    (the checks of ``nuts_run``'s own, before any work)."""
+    from .nuts import _check_inverse_mass
+
+    if not isinstance(matrix, torch.Tensor) or not bool(torch.isfinite(matrix).all()):
+        raise ValueError("inverse_mass_matrix must be a finite (latent_dim, latent_dim) tensor")
+    return _check_inverse_mass(matrix, 1, d, full_mass=True)[0].contiguous()
 
 
 def _init_latents(posterior, num_chains: int, seed: int, init) -> torch.Tensor:
