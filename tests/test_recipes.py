@@ -125,3 +125,61 @@ def test_train_cli_fits_the_second_stage(tmp_path):
     assert prior.residual is not None and prior.residual.shape == (8, 8)
     assert type(prior.latent_transform).__name__ == "FlowThenGaussian"
     assert prior.sample(2, generator=0, residual=True).shape == (2, 8, 8)
+
+
+FINETUNE = "\n[finetune]\nepochs = 1\nbatch_size = 8\nprior_draws = 4\nmax_lag = 3\nseed = 5\n"
+
+
+def test_finetune_table(tmp_path):
+    loaded = load_recipe(_write(tmp_path, TINY + FINETUNE))
+    assert loaded.finetune.epochs == 1 and loaded.finetune.stats_lambda == 300.0
+    assert load_recipe(_write(tmp_path, TINY)).finetune is None
+    with pytest.raises(ValueError, match=r"unknown FinetuneConfig keys \['lags'\]"):
+        load_recipe(_write(tmp_path, TINY + "\n[finetune]\nlags = 3\n"))
+    with pytest.raises(ValueError, match="max_lag 8 must be below the grid size 8 x 8"):
+        load_recipe(_write(tmp_path, TINY + "\n[finetune]\nmax_lag = 8\n"))
+
+
+def test_train_cli_fine_tunes_once(tmp_path, capsys):
+    """`vaeinv train` fine-tunes after the calibration and records it; a resumed run that is
+    already fine-tuned is left as it is (bit for bit)."""
+    from vaeinv.vae import load_checkpoint
+
+    recipe = _write(tmp_path, TINY + FINETUNE)
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    ckpt = load_checkpoint(out / "run")
+    (record,) = ckpt.metadata["train_config"]["finetune"]
+    assert record["num_fields"] == 24 and record["config"]["seed"] == 5
+    assert not ckpt.model.latent_prior.is_identity  # calibrated before the fine-tune
+    assert main(["train", str(recipe), "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert "already fine-tuned" in capsys.readouterr().out
+    assert load_checkpoint(out / "run").weights_sha256 == ckpt.weights_sha256
+
+
+def test_finetune_cli(tmp_path, capsys):
+    from vaeinv.vae import load_checkpoint
+
+    recipe = _write(tmp_path, TINY)
+    pre = tmp_path / "pre"
+    assert main(["train", str(recipe), "--out", str(pre), "--no-progress"]) == 0
+    source = pre / "run" / "model.safetensors"
+    # a recipe without [finetune], an unknown prior name: refused before any work
+    out = tmp_path / "tuned"
+    args = ["finetune", str(recipe), "--prior", str(source), "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    assert "has no [finetune] table" in capsys.readouterr().err
+    recipe.write_text(TINY + FINETUNE + "\n[second_stage]\nseed = 4\nresidual_fields = 16\n")
+    assert main([*args[:3], "nope", *args[4:]]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is neither a checkpoint path nor a shipped prior" in err and "channel64" in err
+    assert not out.exists()
+    assert main(args) == 0
+    tuned = load_checkpoint(out / "run")
+    assert tuned.metadata["train_config"]["finetune"][0]["pretrained_sha256"] == (
+        load_checkpoint(source).weights_sha256
+    )
+    assert Prior.load(out / "run").residual is not None
+    assert main(args) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0

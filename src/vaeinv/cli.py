@@ -84,16 +84,10 @@ def _generate(args) -> int:
     return 0
 
 
-def _train(args) -> int:
-    from pathlib import Path
-
+def _recipe_data(recipe, out):
+    """The recipe's training fields, cached in ``out/data.safetensors`` (checked against it)."""
     from .fields import generate_dataset, load_dataset
-    from .recipes import load_recipe
-    from .vae import load_checkpoint, save_checkpoint, train
-    from .vae.calibration import fit_latent_gaussian
 
-    recipe = load_recipe(args.recipe)
-    out = Path(args.out)
     data_file = out / "data.safetensors"
     if data_file.exists():
         data = load_dataset(data_file)
@@ -105,9 +99,22 @@ def _train(args) -> int:
                 f"recipe asks for {wanted[0]} of seed {wanted[1]} from {wanted[2]}; remove the "
                 "file or choose another --out"
             )
-    else:
-        print(f"sampling {recipe.num} training fields (seed {recipe.seed}) ...")
-        data = generate_dataset(recipe.field_generator(), recipe.num, recipe.seed, data_file)
+        return data
+    print(f"sampling {recipe.num} training fields (seed {recipe.seed}) ...")
+    return generate_dataset(recipe.field_generator(), recipe.num, recipe.seed, data_file)
+
+
+def _train(args) -> int:
+    from pathlib import Path
+
+    from .recipes import load_recipe
+    from .vae import load_checkpoint, save_checkpoint, train
+    from .vae.calibration import fit_latent_gaussian
+    from .vae.finetune import finetune_checkpoint
+
+    recipe = load_recipe(args.recipe)
+    out = Path(args.out)
+    data = _recipe_data(recipe, out)
     result = train(
         recipe.vae,
         recipe.training,
@@ -119,9 +126,10 @@ def _train(args) -> int:
         generator_config=data.metadata["config"],
     )
     checkpoint = out / "run" / "model.safetensors"
-    if recipe.calibrate:
+    saved = load_checkpoint(checkpoint)
+    tuned = "finetune" in (saved.metadata.get("train_config") or {})
+    if recipe.calibrate and not tuned:
         fit_latent_gaussian(result.model, data.fields)
-        saved = load_checkpoint(checkpoint)
         save_checkpoint(
             checkpoint,
             result.model,
@@ -131,6 +139,13 @@ def _train(args) -> int:
             losses=saved.metadata.get("losses"),
         )
         print(f"fitted the latent Gaussian of the aggregate posterior on {recipe.num} fields")
+    if recipe.finetune is not None:
+        if tuned:
+            print(f"{checkpoint} is already fine-tuned (a resumed run); not again")
+        else:
+            finetune_checkpoint(
+                checkpoint, data.fields, recipe.finetune, checkpoint, not args.no_progress
+            )
     if recipe.second_stage is not None:
         from .recipes import fit_recipe_second_stage
 
@@ -139,6 +154,36 @@ def _train(args) -> int:
         f"best epoch {result.best_epoch} (monitored loss {result.best_loss:.4g}); "
         f"checkpoint: {checkpoint}"
     )
+    return 0
+
+
+def _finetune(args) -> int:
+    from pathlib import Path
+
+    from .prior import _priors_folder, shipped_priors
+    from .recipes import fit_recipe_second_stage, load_recipe
+    from .vae.finetune import finetune_checkpoint
+
+    recipe = load_recipe(args.recipe)
+    if recipe.finetune is None:
+        raise ValueError(f"recipe {args.recipe} has no [finetune] table")
+    source = Path(args.prior)
+    if not source.exists():
+        if args.prior not in shipped_priors():
+            raise ValueError(
+                f"--prior {args.prior!r} is neither a checkpoint path nor a shipped prior "
+                f"({', '.join(shipped_priors())})"
+            )
+        source = _priors_folder() / args.prior / "model.safetensors"
+    out = Path(args.out)
+    target = out / "run" / "model.safetensors"
+    if target.exists() and not args.force:
+        raise ValueError(f"{target} exists; pass --force to replace it")
+    data = _recipe_data(recipe, out)
+    finetune_checkpoint(source, data.fields, recipe.finetune, target, not args.no_progress)
+    if recipe.second_stage is not None:
+        fit_recipe_second_stage(recipe, target.parent)
+    print(f"fine-tuned checkpoint: {target}")
     return 0
 
 
@@ -171,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--resume", action="store_true", help="continue an interrupted run")
     trn.add_argument("--no-progress", action="store_true", help="no progress bar")
     trn.set_defaults(func=_train)
+
+    ftn = sub.add_parser(
+        "finetune",
+        help="fine-tune a trained prior's decoder by the recipe's [finetune] table",
+    )
+    ftn.add_argument("recipe", help="TOML recipe with a [finetune] table (its data and stages)")
+    ftn.add_argument("--prior", required=True, help="a checkpoint path or a shipped prior name")
+    ftn.add_argument("--out", required=True, help="folder for the data and run/model.*")
+    ftn.add_argument("--force", action="store_true", help="replace an existing run/model.*")
+    ftn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ftn.set_defaults(func=_finetune)
 
     inv = sub.add_parser(
         "invert",

@@ -20,6 +20,10 @@ into a checkpoint; the shipped priors keep their recipe next to their weights
     [vae]                   # vaeinv.vae.VAEConfig
     [training]              # vaeinv.vae.TrainConfig
 
+    [finetune]              # optional, after the calibration (vaeinv.vae.finetune)
+    epochs = 3
+    stats_lambda = 300.0
+
     [second_stage]          # optional, after training (vaeinv.vae.second_stage)
     seed = 7
     residual_fields = 2000  # the decoder's residual field (0: none)
@@ -40,10 +44,20 @@ from typing import Any
 
 from .fields import generator_from_config
 from .vae import TrainConfig, VAEConfig, from_dict
+from .vae.finetune import FinetuneConfig
 
 __all__ = ["Recipe", "fit_recipe_second_stage", "load_recipe"]
 
-_TOP_KEYS = ("name", "description", "calibrate", "data", "vae", "training", "second_stage")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "calibrate",
+    "data",
+    "vae",
+    "training",
+    "finetune",
+    "second_stage",
+)
 _STAGE_KEYS = ("seed", "residual_fields", "flow_fields", "flow_epochs", "flow")
 _FLOW_KEYS = ("couplings", "hidden", "depth", "scale_limit")
 _DATA_KEYS = ("num", "seed", "generator")
@@ -65,6 +79,8 @@ class Recipe:
             `vaeinv.vae.calibration`); default true.
         second_stage: the ``[second_stage]`` table (seed, residual_fields, flow_fields,
             flow_epochs and an optional ``flow`` table), or ``None``.
+        finetune: the decoder's statistics fine-tune after the calibration (the
+            ``[finetune]`` table, see `vaeinv.vae.finetune`), or ``None``.
     """
 
     name: str
@@ -76,6 +92,7 @@ class Recipe:
     training: TrainConfig
     calibrate: bool = True
     second_stage: dict[str, Any] | None = None
+    finetune: FinetuneConfig | None = None
 
     def flow_config(self):
         """The [`FlowConfig`][vaeinv.vae.flow.FlowConfig] of the second stage, or ``None``."""
@@ -141,7 +158,16 @@ def load_recipe(path: str | Path) -> Recipe:
     stage = raw.get("second_stage")
     if stage is not None:
         stage = _check_second_stage(stage, vae)
+    finetune = raw.get("finetune")
+    if finetune is not None:
+        finetune = from_dict(FinetuneConfig, finetune)
+        if not finetune.max_lag < min(vae.ny, vae.nx):
+            raise ValueError(
+                f"[finetune] max_lag {finetune.max_lag} must be below the grid size "
+                f"{vae.ny} x {vae.nx}"
+            )
     return Recipe(
+        finetune=finetune,
         second_stage=stage,
         calibrate=calibrate,
         name=str(raw["name"]),
