@@ -2,7 +2,7 @@
 decoded posterior draws.
 
 A VAE trained with a small KL weight reconstructs well, but the latent Gaussian it is sampled
-from (see [`calibration`][vaeinv.vae.calibration]) puts mass between the narrow posteriors
+from (see `vaeinv.vae.calibration`) puts mass between the narrow posteriors
 ``q(z | x)`` of the training fields, where the decoder has never been asked for a field and
 returns a blend: prior samples that are too smooth and of too small a variance (for channels:
 blobs). This stage trains the **decoder only** (the encoder and the latent Gaussian are frozen,
@@ -26,7 +26,7 @@ per batch of ``B`` training fields ``x_b``:
   all values.
 
 The reference is the decoded *posterior*, not the training fields: the decoder's residual
-field (fitted afterwards, see [`residual`][vaeinv.vae.residual]) restores what both lack below
+field (fitted afterwards, see `vaeinv.vae.residual`) restores what both lack below
 the latent's resolution. Matching summary statistics of generated samples to those of data is
 the "feature matching" of Salimans et al. (2016, for GANs) with hand-picked features; here it
 only shapes the decoder where prior draws land, and the reconstruction term holds it to the
