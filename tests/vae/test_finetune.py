@@ -142,6 +142,9 @@ def test_finetune_refuses_bad_fields(trained):
         finetune_decoder(model, torch.zeros(64, 8, 9), config, progress=False)
     with pytest.raises(ValueError, match="max_lag 16 must be below the grid size 8 x 8"):
         finetune_decoder(model, fields, FinetuneConfig(epochs=1), progress=False)
+    conditioned = init_vae(tiny_config(cond_channels=1), seed=0)
+    with pytest.raises(ValueError, match="conditioned decoders"):
+        finetune_decoder(conditioned, fields, config, progress=False)
     logits = init_vae(tiny_config(output="logits"), seed=0)
     with pytest.raises(ValueError, match="continuous fields"):
         finetune_decoder(logits, fields.clamp(0, 1), config, progress=False)

@@ -171,14 +171,18 @@ def finetune_decoder(
         Per epoch: ``epoch``, ``reconstruction`` and ``statistics`` (batch means), ``seconds``.
 
     Raises:
-        ValueError: fields that are not ``(num, ny, nx)`` on the model's grid, or NaN/inf in them.
+        ValueError: fields that are not ``(num, ny, nx)`` on the model's grid, NaN/inf in them,
+            a binary (``"logits"``) or conditioned decoder, or ``max_lag`` not below the grid.
     """
     cfg = model.config
+    fields = torch.as_tensor(fields)
     if fields.ndim != 3 or tuple(fields.shape[1:]) != (cfg.ny, cfg.nx):
         raise ValueError(f"fields must be (num, {cfg.ny}, {cfg.nx}), got {tuple(fields.shape)}")
     bad = (~torch.isfinite(fields)).flatten(1).any(1).nonzero()
     if len(bad):
         raise ValueError(f"fields contain NaN or inf (first at index {int(bad[0])})")
+    if cfg.cond_channels:
+        raise ValueError("the statistics fine-tune does not support conditioned decoders yet")
     if cfg.output == "logits":
         raise ValueError(
             "the statistics fine-tune is for continuous fields (output 'linear' or 'facies')"
