@@ -136,9 +136,9 @@ def test_finetune_refuses_bad_fields(trained):
     config = FinetuneConfig(epochs=1, max_lag=3)
     bad = fields.clone()
     bad[5, 2, 3] = float("nan")
-    with pytest.raises(ValueError, match="first at index 5"):
+    with pytest.raises(ValueError, match=r"fields\[5\] contains NaN or inf"):
         finetune_decoder(model, bad, config, progress=False)
-    with pytest.raises(ValueError, match="must be \\(num, 8, 8\\), got \\(64, 8, 9\\)"):
+    with pytest.raises(ValueError, match=r"shape \(64, 8, 9\), expected \(num_fields, 8, 8\)"):
         finetune_decoder(model, torch.zeros(64, 8, 9), config, progress=False)
     with pytest.raises(ValueError, match="max_lag 16 must be below the grid size 8 x 8"):
         finetune_decoder(model, fields, FinetuneConfig(epochs=1), progress=False)

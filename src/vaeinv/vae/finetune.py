@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from .config import _finite, _positive_int, to_dict
 from .losses import reconstruction_loss
+from .training import _check_fields, _threads
 
 __all__ = [
     "FinetuneConfig",
@@ -175,12 +176,6 @@ def finetune_decoder(
             a binary (``"logits"``) or conditioned decoder, or ``max_lag`` not below the grid.
     """
     cfg = model.config
-    fields = torch.as_tensor(fields)
-    if fields.ndim != 3 or tuple(fields.shape[1:]) != (cfg.ny, cfg.nx):
-        raise ValueError(f"fields must be (num, {cfg.ny}, {cfg.nx}), got {tuple(fields.shape)}")
-    bad = (~torch.isfinite(fields)).flatten(1).any(1).nonzero()
-    if len(bad):
-        raise ValueError(f"fields contain NaN or inf (first at index {int(bad[0])})")
     if cfg.cond_channels:
         raise ValueError("the statistics fine-tune does not support conditioned decoders yet")
     if cfg.output == "logits":
@@ -191,65 +186,64 @@ def finetune_decoder(
         raise ValueError(
             f"max_lag {config.max_lag} must be below the grid size {cfg.ny} x {cfg.nx}"
         )
+    fields = _check_fields(fields, cfg)
     param = next(model.parameters())
-    frozen = [*model.encoder.parameters(), *model.latent_prior.buffers()]
+    frozen = list(model.encoder.parameters())  # the latent Gaussian holds buffers only
     flags = [p.requires_grad for p in frozen]
     for p in frozen:
         p.requires_grad_(False)
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    previous = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     n_batches = math.ceil(len(fields) / config.batch_size)
     history: list[dict[str, float]] = []
     bar = tqdm(total=config.epochs * n_batches, disable=not progress, desc="fine-tune")
-    try:
-        model.encoder.eval()
-        for epoch in range(1, config.epochs + 1):
-            start = time.perf_counter()
-            model.decoder.train()
-            sums = [0.0, 0.0]
-            order = torch.randperm(len(fields), generator=generator)
-            for index in order.split(config.batch_size):
-                x = fields[index].to(param.device, param.dtype)
-                with torch.no_grad():
-                    mu, logvar = model.encode(x)
-                    eps = torch.randn(mu.shape, generator=generator).to(mu)
-                    z = mu + torch.exp(0.5 * logvar) * eps
-                raw = model.decoder.raw(z)
-                recon = reconstruction_loss(raw, model.normalize(x), cfg.output)
-                w = torch.randn(config.prior_draws, cfg.latent_dim, generator=generator).to(mu)
-                drawn = model.decoder.raw(model.latent_prior(w))
-                stats = statistics_loss(drawn, raw, config.max_lag)
-                total = recon + config.stats_lambda * stats
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                terms = float(recon.detach()), float(stats.detach())
-                sums[0] += terms[0] * len(index)
-                sums[1] += terms[1] * len(index)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, recon=f"{terms[0]:.4g}", stats=f"{terms[1]:.3g}")
-            if not all(math.isfinite(s) for s in sums):
-                raise RuntimeError(f"fine-tune diverged at epoch {epoch}; lower lr or stats_lambda")
-            record = {
-                "epoch": epoch,
-                "reconstruction": sums[0] / len(fields),
-                "statistics": sums[1] / len(fields),
-                "seconds": time.perf_counter() - start,
-            }
-            history.append(record)
-            log(
-                f"fine-tune epoch {epoch}/{config.epochs}: reconstruction "
-                f"{record['reconstruction']:.4g}, statistics {record['statistics']:.4g}"
-            )
-    finally:
-        bar.close()
-        model.eval()
-        torch.set_num_threads(previous)
-        for p, flag in zip(frozen, flags, strict=True):
-            p.requires_grad_(flag)
+    with _threads(config.num_threads), bar:
+        try:
+            model.encoder.eval()
+            for epoch in range(1, config.epochs + 1):
+                start = time.perf_counter()
+                model.decoder.train()
+                sums = [0.0, 0.0]
+                order = torch.randperm(len(fields), generator=generator)
+                for index in order.split(config.batch_size):
+                    x = fields[index].to(param.device, param.dtype)
+                    with torch.no_grad():
+                        mu, logvar = model.encode(x)
+                        eps = torch.randn(mu.shape, generator=generator).to(mu)
+                        z = mu + torch.exp(0.5 * logvar) * eps
+                    raw = model.decoder.raw(z)
+                    recon = reconstruction_loss(raw, model.normalize(x), cfg.output)
+                    w = torch.randn(config.prior_draws, cfg.latent_dim, generator=generator).to(mu)
+                    drawn = model.decoder.raw(model.latent_prior(w))
+                    stats = statistics_loss(drawn, raw, config.max_lag)
+                    total = recon + config.stats_lambda * stats
+                    optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    optimizer.step()
+                    terms = float(recon.detach()), float(stats.detach())
+                    sums[0] += terms[0] * len(index)
+                    sums[1] += terms[1] * len(index)
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, recon=f"{terms[0]:.4g}", stats=f"{terms[1]:.3g}")
+                if not all(math.isfinite(s) for s in sums):
+                    raise RuntimeError(
+                        f"fine-tune diverged at epoch {epoch}; lower lr or stats_lambda"
+                    )
+                record = {
+                    "epoch": epoch,
+                    "reconstruction": sums[0] / len(fields),
+                    "statistics": sums[1] / len(fields),
+                    "seconds": time.perf_counter() - start,
+                }
+                history.append(record)
+                log(
+                    f"fine-tune epoch {epoch}/{config.epochs}: reconstruction "
+                    f"{record['reconstruction']:.4g}, statistics {record['statistics']:.4g}"
+                )
+        finally:
+            model.eval()
+            for p, flag in zip(frozen, flags, strict=True):
+                p.requires_grad_(flag)
     return history
 
 
