@@ -144,6 +144,12 @@ def test_resume_refuses_another_seed_or_problem(tiny, tmp_path, monkeypatch, cap
     assert "problem: 'tiny' in the file, 'other' now" in capsys.readouterr().err
     assert _invert(tiny, out, "--resume", "--seed", "3") == 2
     assert "seed: 0 in the file, 3 now" in capsys.readouterr().err
+    # ... or of other sampler options, or other data
+    assert _invert(tiny, out, "--resume", "--option", "target_accept=0.5") == 2
+    assert "sampler option target_accept: 0.3 in the file, 0.5 now" in capsys.readouterr().err
+    _edit_data(tiny, 0, 2, "0.5")
+    assert _invert(tiny, out, "--resume") == 2
+    assert "data_sha256: " in capsys.readouterr().err
 
 
 def _edit_data(folder, row, column, value):

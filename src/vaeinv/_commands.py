@@ -25,9 +25,13 @@ def _parse_option(text: str) -> tuple[str, object]:
     return key.strip(), parsed
 
 
-def _check_finished(path, problem, settings: dict) -> None:
-    """``--resume`` on a finished result file: refuse one from another problem or run."""
+def _check_finished(path, problem, settings: dict, *, posterior, options: dict) -> None:
+    """``--resume`` on a finished result file: refuse one from another problem, run settings,
+    sampler options, data or prior weights (each difference named)."""
+    import json
+
     from .inference.results import load
+    from .inference.runner import _check_options, _sha256
 
     attrs = {k: getattr(v, "item", lambda v=v: v)() for k, v in load(path).attrs.items()}
     wanted = {"problem": problem.name, **settings}
@@ -36,6 +40,18 @@ def _check_finished(path, problem, settings: dict) -> None:
         for k, v in wanted.items()
         if str(attrs.get(k)) != str(v)
     ]
+    recorded = attrs.get("sampler_options", "{}")
+    recorded = json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
+    for key, value in sorted(_check_options(settings["method"], options).items()):
+        if json.dumps(recorded.get(key)) != json.dumps(value):
+            differ.append(f"sampler option {key}: {recorded.get(key)!r} in the file, {value!r} now")
+    prior = getattr(posterior, "prior", None)
+    for key, value in (
+        ("data_sha256", _sha256(posterior.data)),
+        ("prior_weights_sha256", getattr(prior, "weights_sha256", None)),
+    ):
+        if key in attrs and str(attrs[key] or "") != str(value or ""):
+            differ.append(f"{key}: {attrs[key]!r} in the file, {value!r} now")
     if differ:
         raise ValueError(
             f"cannot resume: {path} is a finished run of another problem or settings; "
@@ -110,7 +126,13 @@ def invert(args) -> int:
         num_draws=settings["num_draws"],
     )
     if args.resume and out.is_file() and not checkpoint.exists():
-        _check_finished(out, problem, {**settings, "prior_name": posterior.name})
+        _check_finished(
+            out,
+            problem,
+            {**settings, "prior_name": posterior.name},
+            posterior=posterior,
+            options=options,
+        )
         print(f"{out} is already a finished run of {problem.name!r} with these settings")
         return 0
     if not args.resume and (checkpoint / "state.safetensors").is_file():
