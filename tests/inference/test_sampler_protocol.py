@@ -7,8 +7,10 @@ import math
 
 import pytest
 import torch
+from test_gpcn import gaussian
 from test_transport import random_map
 
+from vaeinv.inference.gpcn import gpcn_init, gpcn_step
 from vaeinv.inference.nuts import nuts_run
 from vaeinv.inference.pcn import freeze_adaptation, pcn_init, pcn_step
 from vaeinv.inference.transport import tpcn_init, tpcn_step
@@ -64,7 +66,26 @@ def run_tpcn(posterior, z0, seed):
     return torch.stack(z, 1), stacked, "failed"
 
 
-SAMPLERS = {"pcn": run_pcn, "tpcn": run_tpcn, "nuts": run_nuts}
+def run_gpcn(posterior, z0, seed):
+    """gpCN around a fixed reference Gaussian that is not the posterior (the runner's Laplace
+    fit is tested in test_runner_gpcn), so the importance weights are not constant."""
+    mean = torch.tensor([0.3, -0.2], dtype=torch.float64, device=posterior.device)
+    cov = torch.tensor([[1.5, 0.4], [0.4, 0.8]], dtype=torch.float64, device=posterior.device)
+    generator = torch.Generator().manual_seed(seed)
+    state = gpcn_init(posterior, z0.to(posterior.device), gaussian(mean, cov))
+    for _ in range(NUM_WARMUP):
+        state, _ = gpcn_step(posterior, state, generator, adapt=True)
+    state = freeze_adaptation(state)
+    z, stats = [], []
+    for _ in range(NUM_DRAWS):
+        state, info = gpcn_step(posterior, state, generator, adapt=False)
+        z.append(state.z)
+        stats.append({**info._asdict(), "lp": posterior.log_prior(state.z) + state.log_likelihood})
+    stacked = {k: torch.stack([s[k] for s in stats], 1) for k in stats[0]}
+    return torch.stack(z, 1), stacked, "failed"
+
+
+SAMPLERS = {"pcn": run_pcn, "gpcn": run_gpcn, "tpcn": run_tpcn, "nuts": run_nuts}
 
 
 @pytest.fixture(scope="module")
