@@ -507,6 +507,27 @@ def test_device_argument(problem, seed):
     assert_same_draws(a, sample(problem.posterior, seed=seed, **QUICK))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["pcn", "nuts"])
+def test_cuda_run_checkpoints_and_resumes(problem, seed, method, tmp_path):
+    """``device="cuda"`` end to end: runner, checkpoint and InferenceData; a run stopped after
+    its first chunk and resumed gives the uninterrupted run's draws."""
+    settings = {**QUICK, "device": "cuda"}
+    reference = sample(problem.posterior, method, seed=seed, **settings)
+    assert reference.attrs["device"].startswith("cuda")
+    assert np.isfinite(reference.posterior["z"].values).all()
+    folder = tmp_path / "run"
+    with pytest.raises(Stop):
+        sample(
+            problem.posterior, method, seed=seed, checkpoint=folder,
+            **{**settings, "progress": stop_after(3, [])},
+        )  # fmt: skip
+    resumed = sample(
+        problem.posterior, method, seed=seed, checkpoint=folder, resume=True, **settings
+    )
+    assert_same_draws(reference, resumed)
+
+
 # ---------------------------------------------------------------------------- thin="auto"
 def result_bytes(thin: int, c=8, n=2000, d=256, m=64, cells=4096, item=4) -> int:
     """The uncompressed size auto_thin budgets for (see its docstring)."""
