@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inv = sub.add_parser(
         "invert",
-        help="sample the posterior of a problem (pCN or NUTS), write an InferenceData file",
+        help="sample the posterior of a problem (pCN, gpCN, tpCN or NUTS), write an "
+        "InferenceData file",
         description="Sample the posterior of a problem. Flags override the problem's [sampler] "
         "defaults. Draws are checkpointed in OUT.partial/ as the run goes on; --resume "
         "continues an interrupted run.",

@@ -248,10 +248,10 @@ def test_samplers_recover_the_closed_form_posterior_on_the_gaussian_field_prior(
     and three noisy cell readings (a linear forward map) the posterior of ``z`` is Gaussian in
     closed form, and ``vaeinv.sample`` recovers its moments within 4 Monte Carlo standard
     errors (seed 0)."""
-    from linear_gaussian import assert_moments
-
     from vaeinv.inference.posterior import Posterior
     from vaeinv.inference.runner import sample
+
+    from linear_gaussian import assert_moments
 
     grid = Grid(nx=3, ny=3)
     prior = GaussianFieldPrior(grid, mean=0.5, std=1.2, length_scale=0.6, num_modes=4)
