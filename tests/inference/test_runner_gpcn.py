@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from vaeinv.inference._loops import _derived_seed
+from vaeinv.inference.laplace import laplace_approximation
+from vaeinv.inference.report import summary_table
 from vaeinv.inference.run_checkpoint import RunCheckpoint
 from vaeinv.inference.runner import sample
 from vaeinv.problems import check_sampler_options
@@ -58,6 +63,19 @@ def test_resumed_gpcn_run_is_bit_identical(problem, tmp_path):
                 reference[group][name].values, resumed[group][name].values
             )
     assert resumed.attrs["forward_solves"] == reference.attrs["forward_solves"]
+    # where the Laplace fit's ascents ended, one per chain's start, survives the resume
+    ends = json.loads(reference.attrs["laplace_start_log_density"])
+    assert json.loads(resumed.attrs["laplace_start_log_density"]) == ends
+    z0 = 1.5 * torch.randn(
+        3, 3, generator=torch.Generator().manual_seed(_derived_seed(3, 0)), dtype=torch.float64
+    )
+    laplace = laplace_approximation(problem.posterior, z0, steps=30, lr=0.1)
+    assert ends == laplace.start_log_density.tolist()
+    assert all(v <= float(laplace.log_density_at_mean) + 1e-9 for v in ends)
+    head = summary_table({}, dict(reference.attrs)).splitlines()[0]
+    assert (
+        f"its 3 ascents from the over-dispersed starts ended at log density {max(ends):.1f}" in head
+    )
 
 
 def test_gpcn_options_are_checked():

@@ -168,6 +168,9 @@ def _laplace(run):
     )
     run.extra_forward_solves += laplace.num_forward_solves
     run.gradient_evaluations += laplace.num_gradient_evaluations
+    # where each start's ascent ended: far apart values mean the chains, which all start
+    # around the best one, may hide another mode from R-hat
+    run.laplace_starts = [float(v) for v in laplace.start_log_density.cpu()]
     return laplace
 
 

@@ -54,6 +54,7 @@ class _Run:
         self.gradient_evaluations = 0
         self.extra_forward_solves = 0  # e.g. gpCN's Laplace approximation
         self.mass_corrections: list[int] = []  # NUTS mass="pooled": directions per estimate
+        self.laplace_starts: list[float] = []  # gpCN, tpCN, NUTS laplace/pooled: ascents' ends
         self.state: Any = None
         self.generator = torch.Generator()
         self.nuts: dict[str, torch.Tensor] | None = None
@@ -93,6 +94,7 @@ class _Run:
             "gradient_evaluations": self.gradient_evaluations,
             "extra_forward_solves": self.extra_forward_solves,
             "mass_corrections": self.mass_corrections,
+            "laplace_start_log_density": self.laplace_starts,
             "versions": results.versions(),
         }
 
@@ -119,6 +121,7 @@ class _Run:
         self.gradient_evaluations = int(meta["gradient_evaluations"])
         self.extra_forward_solves = int(meta.get("extra_forward_solves", 0))
         self.mass_corrections = [int(k) for k in meta.get("mass_corrections", [])]
+        self.laplace_starts = [float(v) for v in meta.get("laplace_start_log_density", [])]
         self.chunks = [store.read_chunk(i) for i in range(int(meta["chunks_written"]))]
         self.generator.set_state(tensors["generator"])
         device = self.posterior.device
@@ -203,6 +206,7 @@ class _Run:
             "divergences": self.divergences,
             "warmup_divergences": self.warmup_divergences,
             **({"mass_corrections": self.mass_corrections} if self.mass_corrections else {}),
+            **({"laplace_start_log_density": self.laplace_starts} if self.laplace_starts else {}),
             **dict(attrs or {}),
         }
         draws["chain"] = torch.tensor(self.chain_ids, dtype=torch.int64)

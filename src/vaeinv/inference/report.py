@@ -103,6 +103,15 @@ def summary_table(diagnostics: dict[str, Any], attrs: dict[str, Any] | None = No
         added = json.loads(str(attrs["extensions"]))
         head += f"; the last {sum(e['num_draws'] for e in added)} iterations added by "
         head += f"{len(added)} extension{'s' if len(added) > 1 else ''}"
+    if attrs.get("laplace_start_log_density"):  # gpCN, tpCN, NUTS with a Laplace start
+        ends = json.loads(str(attrs["laplace_start_log_density"]))
+        finite = [v for v in ends if math.isfinite(v)]
+        if finite:
+            head += (
+                f"; all chains started around one Laplace fit (its {len(ends)} ascents from "
+                f"the over-dispersed starts ended at log density {max(finite):.1f} to "
+                f"{min(finite):.1f}: far apart values hint at modes R-hat cannot see)"
+            )
     lines = [head, "", "| quantity | value |", "|---|---|"]
     for key, label, fmt in _ROWS:
         if key in diagnostics:
