@@ -3,6 +3,7 @@ finite statistics consistent with the posterior, and NaN predictions as counted 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -20,26 +21,31 @@ from linear_gaussian import linear_gaussian
 NUM_CHAINS, NUM_WARMUP, NUM_DRAWS = 2, 30, 40
 
 
-def run_pcn(posterior, z0, seed):
-    """pCN as a runner drives it: (z (C, N, d), stats {name: (C, N)}, failure stat name)."""
-    generator = torch.Generator().manual_seed(seed)
-    state = pcn_init(posterior, z0)
+def _drive(posterior, state, generator, step):
+    """Warm-up (adapting), freeze, then the draws, as the runner drives the pCN family:
+    ``(final state, z (C, N, d), stats {name: (C, N)})``."""
     for _ in range(NUM_WARMUP):
-        state, _ = pcn_step(posterior, state, generator, adapt=True)
+        state, _ = step(posterior, state, generator, adapt=True)
     state = freeze_adaptation(state)
     z, stats = [], []
     for _ in range(NUM_DRAWS):
-        state, info = pcn_step(posterior, state, generator, adapt=False)
-        lp = posterior.log_prior(state.z) + state.log_likelihood
+        state, info = step(posterior, state, generator, adapt=False)
         z.append(state.z)
-        stats.append({**info._asdict(), "lp": lp})
+        stats.append({**info._asdict(), "lp": posterior.log_prior(state.z) + state.log_likelihood})
     stacked = {k: torch.stack([s[k] for s in stats], 1) for k in stats[0]}
+    return state, torch.stack(z, 1), stacked
+
+
+def run_pcn(posterior, z0, seed):
+    """pCN as a runner drives it: (z (C, N, d), stats {name: (C, N)}, failure stat name)."""
+    generator = torch.Generator().manual_seed(seed)
+    state, z, stats = _drive(posterior, pcn_init(posterior, z0), generator, pcn_step)
     # the state caches the field of its z (what the runner stores as log_k), on its device
     with torch.no_grad():
         field = posterior.decode(state.z)
     assert state.field.device == field.device
     assert torch.allclose(state.field, field, rtol=0, atol=1e-12)
-    return torch.stack(z, 1), stacked, "failed"
+    return z, stats, "failed"
 
 
 def run_nuts(posterior, z0, seed):
@@ -54,16 +60,9 @@ def run_tpcn(posterior, z0, seed):
     generator = torch.Generator().manual_seed(seed)
     state = tpcn_init(posterior, transport.inverse(z0), transport)
     torch.testing.assert_close(state.z, z0.to(state.z), rtol=0, atol=1e-12)
-    for _ in range(NUM_WARMUP):
-        state, _ = tpcn_step(posterior, state, generator, transport=transport, adapt=True)
-    state = freeze_adaptation(state)
-    z, stats = [], []
-    for _ in range(NUM_DRAWS):
-        state, info = tpcn_step(posterior, state, generator, transport=transport, adapt=False)
-        z.append(state.z)
-        stats.append({**info._asdict(), "lp": posterior.log_prior(state.z) + state.log_likelihood})
-    stacked = {k: torch.stack([s[k] for s in stats], 1) for k in stats[0]}
-    return torch.stack(z, 1), stacked, "failed"
+    step = functools.partial(tpcn_step, transport=transport)
+    _, z, stats = _drive(posterior, state, generator, step)
+    return z, stats, "failed"
 
 
 def run_gpcn(posterior, z0, seed):
@@ -73,16 +72,8 @@ def run_gpcn(posterior, z0, seed):
     cov = torch.tensor([[1.5, 0.4], [0.4, 0.8]], dtype=torch.float64, device=posterior.device)
     generator = torch.Generator().manual_seed(seed)
     state = gpcn_init(posterior, z0.to(posterior.device), gaussian(mean, cov))
-    for _ in range(NUM_WARMUP):
-        state, _ = gpcn_step(posterior, state, generator, adapt=True)
-    state = freeze_adaptation(state)
-    z, stats = [], []
-    for _ in range(NUM_DRAWS):
-        state, info = gpcn_step(posterior, state, generator, adapt=False)
-        z.append(state.z)
-        stats.append({**info._asdict(), "lp": posterior.log_prior(state.z) + state.log_likelihood})
-    stacked = {k: torch.stack([s[k] for s in stats], 1) for k in stats[0]}
-    return torch.stack(z, 1), stacked, "failed"
+    _, z, stats = _drive(posterior, state, generator, gpcn_step)
+    return z, stats, "failed"
 
 
 SAMPLERS = {"pcn": run_pcn, "gpcn": run_gpcn, "tpcn": run_tpcn, "nuts": run_nuts}
