@@ -108,9 +108,9 @@ def summary_table(diagnostics: dict[str, Any], attrs: dict[str, Any] | None = No
         finite = [v for v in ends if math.isfinite(v)]
         if finite:
             head += (
-                f"; all chains started around one Laplace fit (its {len(ends)} ascents from "
-                f"the over-dispersed starts ended at log density {max(finite):.1f} to "
-                f"{min(finite):.1f}: far apart values hint at modes R-hat cannot see)"
+                f"; all chains started around one Laplace fit, the best of {len(ends)} ascents "
+                f"from the over-dispersed starts (log density at their ends {max(finite):.1f} "
+                f"to {min(finite):.1f}), so R-hat cannot reveal a mode none of them found"
             )
     lines = [head, "", "| quantity | value |", "|---|---|"]
     for key, label, fmt in _ROWS:
