@@ -147,9 +147,17 @@ def test_resume_refuses_another_seed_or_problem(tiny, tmp_path, monkeypatch, cap
     # ... or of other sampler options, or other data
     assert _invert(tiny, out, "--resume", "--option", "target_accept=0.5") == 2
     assert "sampler option target_accept: 0.3 in the file, 0.5 now" in capsys.readouterr().err
+    _edit_data(tiny, 0, 3, "0.5")  # the noise column
+    assert _invert(tiny, out, "--resume") == 2
+    assert "noise_std: the file's noise standard deviations differ" in capsys.readouterr().err
     _edit_data(tiny, 0, 2, "0.5")
     assert _invert(tiny, out, "--resume") == 2
     assert "data_sha256: " in capsys.readouterr().err
+    # 1 and 1.0 are one setting
+    other_out = tmp_path / "int.nc"
+    assert _invert(tiny, other_out, "--option", "step_size=1") == 0
+    assert _invert(tiny, other_out, "--resume", "--option", "step_size=1.0") == 0
+    assert "already a finished run" in capsys.readouterr().out
 
 
 def test_kill_9_of_invert_then_resume_gives_the_uninterrupted_draws(tiny, tmp_path):
@@ -164,7 +172,7 @@ def test_kill_9_of_invert_then_resume_gives_the_uninterrupted_draws(tiny, tmp_pa
     import time
 
     out = tmp_path / "killed.nc"
-    flags = ["--draws", "400", "--chunk-size", "20", "--no-progress"]
+    flags = ["--draws", "1000", "--chunk-size", "20", "--no-progress"]
     command = [sys.executable, "-m", "vaeinv.cli", "invert", str(tiny), "--out", str(out)]
     proc = subprocess.Popen(
         [*command, *flags],
@@ -192,7 +200,7 @@ def test_kill_9_of_invert_then_resume_gives_the_uninterrupted_draws(tiny, tmp_pa
     reference = tmp_path / "reference.nc"
     assert main(["invert", str(tiny), "--out", str(reference), *flags]) == 0
     resumed, uninterrupted = results.load(out), results.load(reference)
-    assert resumed.posterior.sizes["draw"] == 400
+    assert resumed.posterior.sizes["draw"] == 1000
     for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
         for name in uninterrupted[group].data_vars:
             np.testing.assert_array_equal(resumed[group][name], uninterrupted[group][name])

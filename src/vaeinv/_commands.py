@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
 import torch
 
 __all__ = ["extend", "invert", "merge", "report"]
@@ -33,7 +34,8 @@ def _check_finished(path, problem, settings: dict, *, posterior, options: dict) 
     from .inference.results import load
     from .inference.runner import _check_options, _sha256
 
-    attrs = {k: getattr(v, "item", lambda v=v: v)() for k, v in load(path).attrs.items()}
+    result = load(path)
+    attrs = {k: getattr(v, "item", lambda v=v: v)() for k, v in result.attrs.items()}
     wanted = {"problem": problem.name, **settings}
     differ = [
         f"{k}: {attrs.get(k)!r} in the file, {v!r} now"
@@ -43,7 +45,7 @@ def _check_finished(path, problem, settings: dict, *, posterior, options: dict) 
     recorded = attrs.get("sampler_options", "{}")
     recorded = json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
     for key, value in sorted(_check_options(settings["method"], options).items()):
-        if json.dumps(recorded.get(key)) != json.dumps(value):
+        if _normalised(recorded.get(key)) != _normalised(value):
             differ.append(f"sampler option {key}: {recorded.get(key)!r} in the file, {value!r} now")
     prior = getattr(posterior, "prior", None)
     for key, value in (
@@ -52,11 +54,21 @@ def _check_finished(path, problem, settings: dict, *, posterior, options: dict) 
     ):
         if key in attrs and str(attrs[key] or "") != str(value or ""):
             differ.append(f"{key}: {attrs[key]!r} in the file, {value!r} now")
+    noise = result.constant_data["noise_std"].values if "constant_data" in result.groups() else None
+    if noise is not None and not np.array_equal(noise, posterior.noise_std.cpu().numpy()):
+        differ.append("noise_std: the file's noise standard deviations differ from the problem's")
     if differ:
         raise ValueError(
             f"cannot resume: {path} is a finished run of another problem or settings; "
             + "; ".join(differ)
         )
+
+
+def _normalised(value):
+    """A sampler option for comparison: numbers as floats (``1`` and ``1.0`` are one setting)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _parse_chains(text: str) -> list[int]:

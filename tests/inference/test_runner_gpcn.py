@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -75,6 +76,8 @@ def test_resumed_gpcn_run_is_bit_identical(problem, tmp_path):
     head = summary_table({}, dict(reference.attrs)).splitlines()[0]
     assert "the best of 3 ascents from the over-dispersed starts (log density at their ends" in head
     assert f"ends {max(ends):.1f} to {min(ends):.1f})" in head
+    failed = {"laplace_start_log_density": json.dumps([-math.inf, math.nan, -14.44])}
+    assert "(log density at their ends -14.4 to -14.4; 2 failed)" in summary_table({}, failed)
 
 
 def test_gpcn_options_are_checked():

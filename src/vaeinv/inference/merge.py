@@ -33,6 +33,8 @@ __all__ = ["merge_runs"]
 SUMMED = ("forward_solves", "gradient_evaluations", "divergences", "warmup_divergences")
 #: run attributes of a part that may differ between parts (besides `SUMMED`).
 #: ``mass_corrections``: a pooled NUTS warm-up (``mass="pooled"``) estimates within each part.
+#: ``laplace_start_log_density``: every part fits the whole run's Laplace approximation, but
+#: parts run on other machines may round it differently (part 0's is kept).
 _PER_PART = (
     "chains",
     "created_at",
@@ -40,6 +42,7 @@ _PER_PART = (
     "device",
     "merged_from",
     "mass_corrections",
+    "laplace_start_log_density",
     *SUMMED,
 )
 
@@ -117,6 +120,8 @@ def merge_runs(parts: Sequence[az.InferenceData]) -> az.InferenceData:
         attrs["mass_corrections_parts"] = json.dumps(
             [json.loads(part.attrs["mass_corrections"]) for part in parts]
         )
+    if "laplace_start_log_density" in first:
+        attrs["laplace_start_log_density"] = first["laplace_start_log_density"]
     attrs["device"] = first.get("device", "")
     attrs["merged_from"] = len(parts)
     attrs["created_at"] = datetime.datetime.now(datetime.UTC).isoformat()

@@ -110,7 +110,9 @@ def summary_table(diagnostics: dict[str, Any], attrs: dict[str, Any] | None = No
             head += (
                 f"; all chains started around one Laplace fit, the best of {len(ends)} ascents "
                 f"from the over-dispersed starts (log density at their ends {max(finite):.1f} "
-                f"to {min(finite):.1f}), so R-hat cannot reveal a mode none of them found"
+                f"to {min(finite):.1f}"
+                + (f"; {len(ends) - len(finite)} failed" if len(finite) < len(ends) else "")
+                + "), so R-hat cannot reveal a mode none of them found"
             )
     lines = [head, "", "| quantity | value |", "|---|---|"]
     for key, label, fmt in _ROWS:
