@@ -45,7 +45,7 @@ def _check_finished(path, problem, settings: dict, *, posterior, options: dict) 
     recorded = attrs.get("sampler_options", "{}")
     recorded = json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
     for key, value in sorted(_check_options(settings["method"], options).items()):
-        if _normalised(recorded.get(key)) != _normalised(value):
+        if recorded.get(key) != value:
             differ.append(f"sampler option {key}: {recorded.get(key)!r} in the file, {value!r} now")
     prior = getattr(posterior, "prior", None)
     for key, value in (
@@ -62,13 +62,6 @@ def _check_finished(path, problem, settings: dict, *, posterior, options: dict) 
             f"cannot resume: {path} is a finished run of another problem or settings; "
             + "; ".join(differ)
         )
-
-
-def _normalised(value):
-    """A sampler option for comparison: numbers as floats (``1`` and ``1.0`` are one setting)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 def _parse_chains(text: str) -> list[int]:

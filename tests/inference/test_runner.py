@@ -5,6 +5,7 @@ subprocess run), fingerprint checks and every bad argument."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -492,6 +493,24 @@ def test_bad_arguments(problem, kwargs, message):
     settings = {**QUICK, **kwargs}
     with pytest.raises(ValueError, match=message):
         sample(problem.posterior, **settings)
+
+
+def test_integer_options_of_real_settings_are_one_setting(problem, seed, tmp_path):
+    """``step_size=1`` is ``step_size=1.0`` (recorded as a float); integer settings stay
+    integers; a run checkpointed with one resumes with the other."""
+    options = runner._check_options("nuts", {"step_size": 1, "max_tree_depth": 5})
+    assert type(options["step_size"]) is float and type(options["max_tree_depth"]) is int
+    folder = tmp_path / "run"
+    with pytest.raises(Stop):
+        sample(
+            problem.posterior, seed=seed, checkpoint=folder, step_size=1,
+            **{**QUICK, "progress": stop_after(2)},
+        )  # fmt: skip
+    resumed = sample(
+        problem.posterior, seed=seed, checkpoint=folder, resume=True, step_size=1.0, **QUICK
+    )
+    assert_same_draws(sample(problem.posterior, seed=seed, step_size=1, **QUICK), resumed)
+    assert json.loads(resumed.attrs["sampler_options"])["step_size"] == 1.0
 
 
 def test_progress_bar_runs(problem, seed, capsys):

@@ -123,6 +123,9 @@ def _check_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in out.items():
         if value is not None and not isinstance(value, bool | int | float | str):
             raise ValueError(f"sampler option {key}={value!r} must be a number, bool or string")
+        real = valid[key] is None or isinstance(valid[key], float)
+        if real and isinstance(value, int) and not isinstance(value, bool):
+            out[key] = float(value)  # one canonical form: step_size=1 is step_size=1.0
     return out
 
 
