@@ -210,7 +210,7 @@ def test_prior_override_and_the_gaussian_field_prior(tiny):
         (
             'method = "pcn"',
             'method = "mala"',
-            r"\[sampler\] method must be one of 'pcn', 'gpcn', 'tpcn', 'nuts'",
+            r"\[sampler\] method must be one of 'pcn', 'gpcn', 'tpcn', 'hmc', 'nuts'",
         ),
         (
             "num_draws = 60",

@@ -238,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inv.add_argument("problem", help="a problem name (problems/<name>), folder or problem.toml")
     inv.add_argument(
-        "--method", choices=("pcn", "gpcn", "tpcn", "nuts"), help="sampler (default: the problem's)"
+        "--method",
+        choices=("pcn", "gpcn", "tpcn", "hmc", "nuts"),
+        help="sampler (default: the problem's)",
     )
     inv.add_argument("--chains", type=int, help="number of chains")
     inv.add_argument(

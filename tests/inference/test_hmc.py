@@ -4,15 +4,21 @@ evaluation per leapfrog, bit-identical continuation, failed evaluations as rejec
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 from test_gpcn import quadrature_moments, sinh_posterior
+from test_runner import assert_same_draws
 
 from vaeinv.inference.hmc import HMCInfo, freeze_hmc, hmc_init, hmc_step
+from vaeinv.inference.runner import sample
 
+from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, ess, linear_gaussian
+
+QUICK = {"num_chains": 3, "num_draws": 12, "num_warmup": 20, "chunk_size": 4, "progress": False}
 
 
 def run(posterior, z0, generator, num_warmup, num_draws, **init):
@@ -153,3 +159,62 @@ def test_bad_start_and_target_are_errors():
     state = hmc_init(posterior, torch.zeros(2, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="target_accept"):
         hmc_step(posterior, state, torch.Generator(), target_accept=1.0)
+
+
+# ---------------------------------------------------------------------------- vaeinv.sample
+
+
+def test_an_hmc_run_counts_its_solves_and_resumes_bit_for_bit(tmp_path):
+    problem = linear_gaussian()
+    reference = sample(problem.posterior, "hmc", seed=3, **QUICK)
+    attrs = reference.attrs
+    stats = reference.sample_stats
+    assert set(stats.data_vars) == {
+        "lp", "acceptance_rate", "step_size", "accepted", "failed", "diverging", "n_steps"
+    }  # fmt: skip
+    assert json.loads(attrs["sampler_options"])["trajectory_length"] == 3.0
+    # gradients: one per chain at the start and per leapfrog (warm-up included); solves:
+    # those, the Laplace fit's and one per kept draw
+    kept_steps = int(stats["n_steps"].values.sum())
+    assert int(attrs["gradient_evaluations"]) > kept_steps + 3
+    assert int(attrs["forward_solves"]) > int(attrs["gradient_evaluations"]) + 3 * 12
+    assert int(attrs["divergences"]) == int(stats["diverging"].values.sum())
+    folder = tmp_path / "run"
+    with pytest.raises(Stop):
+        sample(
+            problem.posterior,
+            "hmc",
+            seed=3,
+            checkpoint=folder,
+            **{**QUICK, "progress": stop_after(7)},
+        )
+    resumed = sample(problem.posterior, "hmc", seed=3, checkpoint=folder, resume=True, **QUICK)
+    assert_same_draws(reference, resumed)
+    assert resumed.attrs["gradient_evaluations"] == attrs["gradient_evaluations"]
+
+
+def test_an_hmc_run_matches_the_closed_form():
+    problem = linear_gaussian(latent_dim=3, num_data=4, noise_std=0.1, seed=7)
+    idata = sample(problem.posterior, "hmc", seed=11, num_chains=4, num_warmup=150,
+                   num_draws=1000, progress=False)  # fmt: skip
+    z = torch.as_tensor(idata.posterior["z"].values)
+    print("\n".join(assert_moments(z, problem.mean, problem.cov)))
+    assert min(ess(z[..., i]) for i in range(3)) > 800
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"trajectory_length": 0.0}, "trajectory_length must be a positive number"),
+        ({"step_size": -1.0}, "step_size must be a positive number"),
+        ({"max_steps": 0}, "max_steps must be an integer >= 1"),
+        ({"target_accept": 1.5}, "target_accept must be in"),
+        ({"num_warmup": 10}, "num_warmup >= 20"),
+        ({"mass": "pooled"}, "unknown sampler option"),
+        ({"chains": [0]}, "draws all chains from one stream"),
+    ],
+)
+def test_bad_hmc_settings_are_refused_before_any_work(option, message):
+    problem = linear_gaussian()
+    with pytest.raises(ValueError, match=message):
+        sample(problem.posterior, "hmc", **{**QUICK, **option})

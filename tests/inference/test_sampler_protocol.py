@@ -12,6 +12,7 @@ from test_gpcn import gaussian
 from test_transport import random_map
 
 from vaeinv.inference.gpcn import gpcn_init, gpcn_step
+from vaeinv.inference.hmc import freeze_hmc, hmc_init, hmc_step
 from vaeinv.inference.nuts import nuts_run
 from vaeinv.inference.pcn import freeze_adaptation, pcn_init, pcn_step
 from vaeinv.inference.transport import tpcn_init, tpcn_step
@@ -21,12 +22,12 @@ from linear_gaussian import linear_gaussian
 NUM_CHAINS, NUM_WARMUP, NUM_DRAWS = 2, 30, 40
 
 
-def _drive(posterior, state, generator, step):
-    """Warm-up (adapting), freeze, then the draws, as the runner drives the pCN family:
-    ``(final state, z (C, N, d), stats {name: (C, N)})``."""
+def _drive(posterior, state, generator, step, freeze=freeze_adaptation):
+    """Warm-up (adapting), freeze, then the draws, as the runner drives the pCN family and
+    HMC: ``(final state, z (C, N, d), stats {name: (C, N)})``."""
     for _ in range(NUM_WARMUP):
         state, _ = step(posterior, state, generator, adapt=True)
-    state = freeze_adaptation(state)
+    state = freeze(state)
     z, stats = [], []
     for _ in range(NUM_DRAWS):
         state, info = step(posterior, state, generator, adapt=False)
@@ -76,7 +77,20 @@ def run_gpcn(posterior, z0, seed):
     return z, stats, "failed"
 
 
-SAMPLERS = {"pcn": run_pcn, "gpcn": run_gpcn, "tpcn": run_tpcn, "nuts": run_nuts}
+def run_hmc(posterior, z0, seed):
+    generator = torch.Generator().manual_seed(seed)
+    state = hmc_init(posterior, z0.to(posterior.device), num_warmup=NUM_WARMUP)
+    _, z, stats = _drive(posterior, state, generator, hmc_step, freeze=freeze_hmc)
+    return z, stats, "diverging"
+
+
+SAMPLERS = {
+    "pcn": run_pcn,
+    "gpcn": run_gpcn,
+    "tpcn": run_tpcn,
+    "hmc": run_hmc,
+    "nuts": run_nuts,
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
-"""The sampling loops of a run: batched pCN and gpCN, and Pyro's NUTS chain by chain, each
-advancing a run (``vaeinv.inference._run``) block by block (see ``vaeinv.inference.runner``).
+"""The sampling loops of a run: batched pCN, gpCN, tpCN and HMC, and Pyro's NUTS chain by chain,
+each advancing a run (``vaeinv.inference._run``) block by block (see
+``vaeinv.inference.runner``).
 
 Seeds: the run's ``seed`` derives every generator, stream 0 for the initial latents, stream 1
-for pCN, gpCN and tpCN, stream 2 for NUTS, stream 3 for tpCN's flow (its halves, initial weights
-and fitting draws), streams 10 and 11 for the stages of NUTS's pooled
-warm-up (``numpy.random.SeedSequence([seed, stream])``).
+for pCN, gpCN, tpCN and HMC, stream 2 for NUTS, stream 3 for tpCN's flow (its halves, initial
+weights and fitting draws), streams 10 and 11 for the stages of NUTS's pooled warm-up
+(``numpy.random.SeedSequence([seed, stream])``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from . import results
 from ._draws import _finish_chunk
 from .gpcn import GPCNState, gpcn_init, gpcn_step
+from .hmc import HMCState, freeze_hmc, hmc_init, hmc_step
 from .laplace import laplace_approximation
 from .pcn import freeze_adaptation, pcn_init, pcn_step
 from .transport import CouplingFlow, TPCNState, TransportMap, fit_transport, tpcn_init, tpcn_step
@@ -43,7 +45,8 @@ def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
     s = run.settings
     posterior, target = run.posterior, run.options["target_accept"]
     block = s["chunk_size"] * s["thin"]
-    step = gpcn_step if run.method == "gpcn" else pcn_step
+    step = {"gpcn": gpcn_step, "hmc": hmc_step}.get(run.method, pcn_step)
+    freeze = freeze_hmc if run.method == "hmc" else freeze_adaptation
     if run.state is None:
         run.generator.manual_seed(_derived_seed(s["seed"], _STREAM_PCN))
         start = time.perf_counter()
@@ -51,6 +54,8 @@ def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
             run.state = _gpcn_start(run)
         elif run.method == "tpcn":
             run.state = _tpcn_start(run, bar)
+        elif run.method == "hmc":
+            run.state = _hmc_start(run)
         else:
             run.state = pcn_init(posterior, run.z0, step_size=run.options["step_size"])
         run.timed(start)
@@ -65,12 +70,13 @@ def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
                 posterior, run.state, run.generator, adapt=True, target_accept=target
             )
             acceptance += info.acceptance_rate.mean()
+            _count_hmc(run, info, warmup=True)
             bar.step()
         acceptance = float(acceptance) / steps
         bar.postfix(acc=acceptance)
         run.iteration += steps
         if run.iteration == s["num_warmup"]:
-            run.state = freeze_adaptation(run.state)
+            run.state = freeze(run.state)
             run.frozen = True
         run.timed(start)
         run.checkpoint(store, bar, acceptance)
@@ -84,6 +90,7 @@ def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
                 posterior, run.state, run.generator, adapt=False, target_accept=target
             )
             acceptance += info.acceptance_rate.mean()
+            _count_hmc(run, info, warmup=False)
             bar.step()
             if (i + 1) % s["thin"] == 0:
                 for name, value in (
@@ -94,6 +101,8 @@ def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
                     ("acceptance_rate", info.acceptance_rate),
                     ("failed", info.failed),
                     ("step_size", info.step_size),
+                    ("diverging", getattr(info, "diverging", None)),
+                    ("n_steps", getattr(info, "n_steps", None)),
                 ):
                     if value is not None:
                         kept.setdefault(name, []).append(value)
@@ -105,6 +114,39 @@ def run_pcn(run, store: RunCheckpoint | None, bar: Bar) -> None:
         run.add_chunk(store, chunk)
         run.timed(start)
         run.checkpoint(store, bar, acceptance)
+
+
+def _count_hmc(run, info, warmup: bool) -> None:
+    """HMC's bookkeeping: one batched gradient per leapfrog, divergences by phase."""
+    if run.method != "hmc":
+        return
+    run.gradient_evaluations += int(info.n_steps.sum())
+    diverging = int(info.diverging.sum())
+    if warmup:
+        run.warmup_divergences += diverging
+    else:
+        run.divergences += diverging
+
+
+def _hmc_start(run) -> HMCState:
+    """HMC's start, as NUTS's pooled mass: the Laplace approximation from the over-dispersed
+    starts ``z0``, chains at over-dispersed draws of it, ``N(m, INIT_SCALE^2 C)``, from the
+    HMC stream, its covariance as the first inverse mass; the warm-up re-estimates the mass
+    twice from the pooled chains (`vaeinv.inference.hmc`)."""
+    opts = run.options
+    laplace = _laplace(run)
+    z_init = laplace.sample(run.z0.shape[0], run.generator, inflation=INIT_SCALE**2)
+    state = hmc_init(
+        run.posterior,
+        z_init,
+        laplace.scale_tril,
+        step_size=float(opts["step_size"]),
+        trajectory_length=float(opts["trajectory_length"]),
+        max_steps=int(opts["max_steps"]),
+        num_warmup=run.settings["num_warmup"],
+    )
+    run.gradient_evaluations += z_init.shape[0]
+    return state
 
 
 def _gpcn_start(run) -> GPCNState:

@@ -12,6 +12,7 @@ import torch
 from . import results
 from ._loops import INIT_SCALE, run_nuts, run_pcn
 from .gpcn import GPCNState
+from .hmc import HMCState
 from .pcn import PCNState
 from .progress import Bar, RunProgress
 from .run_checkpoint import FORMAT, FORMAT_VERSION, RunCheckpoint, check_fingerprint
@@ -127,7 +128,9 @@ class _Run:
         device = self.posterior.device
         pcn = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("pcn.")}
         if pcn:
-            kind = {"gpcn": GPCNState, "tpcn": TPCNState}.get(self.method, PCNState)
+            kind = {"gpcn": GPCNState, "tpcn": TPCNState, "hmc": HMCState}.get(
+                self.method, PCNState
+            )
             self.state = kind(**pcn)
         saved = {k[10:]: v for k, v in tensors.items() if k.startswith("transport.")}
         if saved:
@@ -166,7 +169,7 @@ class _Run:
         per = len(self.chain_ids) if self.method == "nuts" else 1  # NUTS: in turn
         bar = Bar(self.progress, per * self.total, per * self.iteration, self.method)
         try:
-            if self.method in ("pcn", "gpcn", "tpcn"):
+            if self.method in ("pcn", "gpcn", "tpcn", "hmc"):
                 run_pcn(self, store, bar)
             else:
                 run_nuts(self, store, bar)
@@ -186,6 +189,8 @@ class _Run:
         solves = (
             s["num_chains"] * (1 + self.total) + self.extra_forward_solves
             if self.method in ("pcn", "gpcn", "tpcn")
+            # NUTS and HMC: one solve per gradient, and one per kept draw (decoded and solved
+            # again for its field and prediction)
             else self.gradient_evaluations
             + len(self.chain_ids) * self.kept
             + self.extra_forward_solves

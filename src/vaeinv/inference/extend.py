@@ -90,6 +90,8 @@ def _check_result(idata, posterior) -> dict[str, Any]:
             "its chains are tied to the map its warm-up fitted (the Laplace approximation, "
             "or tpCN's flow), which the result does not keep"
             if method in ("gpcn", "tpcn")
+            else "extend continues pCN and NUTS runs; run HMC again with more draws"
+            if method == "hmc"
             else "it is not a result of vaeinv.sample"
         )
         raise ValueError(f"cannot extend a run of method {method!r}: {why}")

@@ -41,6 +41,7 @@ mass matrix and the saved RNG state.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,14 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
         "flow_layers": 8,
         "flow_hidden": 256,
         "flow_lr": 1e-3,
+    },
+    "hmc": {
+        "step_size": 0.05,
+        "target_accept": 0.8,
+        "trajectory_length": 3.0,
+        "max_steps": 1024,
+        "laplace_steps": 30,
+        "laplace_lr": 0.05,
     },
     "nuts": {
         "target_accept": 0.8,
@@ -161,6 +170,22 @@ def _check_tpcn_options(options: Mapping[str, Any]) -> None:
     step = options["step_size"]
     if isinstance(step, bool) or not isinstance(step, int | float) or not 0 < step <= 1:
         raise ValueError(f"step_size (pCN beta) must be in (0, 1], got {step!r}")
+
+
+def _check_hmc_options(options: Mapping[str, Any], num_warmup: Any) -> None:
+    for name in ("step_size", "trajectory_length"):
+        value = options[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"HMC option {name} must be a positive number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"HMC option {name} must be finite, got {value!r}")
+    if not 0.0 < options["target_accept"] < 1.0:
+        raise ValueError(f"HMC target_accept must be in (0, 1), got {options['target_accept']!r}")
+    steps = options["max_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"HMC option max_steps must be an integer >= 1, got {steps!r}")
+    if isinstance(num_warmup, int) and num_warmup > 0:
+        pooled_schedule(num_warmup)  # raises for a warm-up too short for the mass windows
 
 
 def _check_fixed_mass(matrix, d: int) -> torch.Tensor:
@@ -303,6 +328,8 @@ def sample(
         raise ValueError(f"NUTS mass must be one of {NUTS_MASSES}, got {options['mass']!r}{hint}")
     if method == "tpcn":
         _check_tpcn_options(options)
+    if method == "hmc":
+        _check_hmc_options(options, num_warmup)
     num_chains = positive_int("num_chains", num_chains)
     num_draws = positive_int("num_draws", num_draws)
     num_warmup = positive_int("num_warmup", num_warmup, minimum=0)

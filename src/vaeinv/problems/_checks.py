@@ -33,7 +33,7 @@ _TRUTH_FORMATS = ("log_k", "mdgm-k")
 _DATA_KEYS = ("file", "noise_kind", "noise_fraction", "seed")
 _NOISE_KINDS = ("absolute", "relative")
 _DATA_COLUMNS = ("x", "y", "value", "noise_std")
-_METHODS = ("pcn", "gpcn", "tpcn", "nuts")
+_METHODS = ("pcn", "gpcn", "tpcn", "hmc", "nuts")
 #: The options of each sampling method that a problem's ``[sampler.<method>]`` table (or
 #: ``vaeinv invert --option``) may set; they are passed on to ``vaeinv.sample``.
 SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -49,6 +49,14 @@ SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
         "flow_layers",
         "flow_hidden",
         "flow_lr",
+    ),
+    "hmc": (
+        "step_size",
+        "target_accept",
+        "trajectory_length",
+        "max_steps",
+        "laplace_steps",
+        "laplace_lr",
     ),
     "nuts": (
         "target_accept",
@@ -138,14 +146,14 @@ def check_sampler_options(method: str, options: Any, where: str = "sampler optio
             v = _float(value, f"{where} step_size", positive=True)
             if method in ("pcn", "gpcn", "tpcn") and v > 1:
                 raise ValueError(f"{where} step_size (pCN beta) must be in (0, 1], got {value!r}")
-        elif key in ("inflation", "laplace_lr", "flow_lr"):
+        elif key in ("inflation", "laplace_lr", "flow_lr", "trajectory_length"):
             _float(value, f"{where} {key}", positive=True)
         elif key in ("laplace_steps", "flow_steps", "flow_layers"):
             _int(value, f"{where} {key}", 0)
         elif key in ("flow_particles", "flow_hidden"):
             _int(value, f"{where} {key}", 1)
-        elif key == "max_tree_depth":
-            _int(value, f"{where} max_tree_depth", 1)
+        elif key in ("max_tree_depth", "max_steps"):
+            _int(value, f"{where} {key}", 1)
         elif key == "mass":
             _choice(value, f"{where} mass", NUTS_MASSES)
         elif key == "full_mass" and not isinstance(value, bool):

@@ -80,7 +80,7 @@ class SamplerDefaults:
     """A problem's default sampler settings (overridden by ``vaeinv invert`` flags).
 
     Args:
-        method: ``"pcn"``, ``"gpcn"``, ``"tpcn"`` or ``"nuts"``.
+        method: ``"pcn"``, ``"gpcn"``, ``"tpcn"``, ``"hmc"`` or ``"nuts"``.
         num_chains, num_draws, num_warmup, seed, chunk_size: as in ``vaeinv.sample``
             (``num_draws`` counts the iterations per chain after warm-up).
         thin: keep every ``thin``-th iteration (an integer in ``[1, num_draws]``), or
