@@ -469,7 +469,10 @@ def test_checkpoint_errors(problem, seed, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "mala"}, r"unknown method 'mala'; expected one of \['gpcn', 'hmc', 'nuts', 'pcn', 'tp"),
+        (
+            {"method": "mala"},
+            r"unknown method 'mala'; expected one of \['gpcn', 'hmc', 'nuts', 'pcn', 'tp",
+        ),
         ({"beta": 0.1}, r"unknown sampler option\(s\) \['beta'\] for method 'pcn'; valid"),
         ({"method": "nuts", "max_depth": 3}, r"unknown sampler option\(s\) \['max_depth'\]"),
         ({"step_size": [0.1]}, r"sampler option step_size=\[0.1\] must be a number"),
