@@ -242,8 +242,12 @@ def sample(
             gradients are counted), ``"tpcn"`` (pCN in the reference space of a coupling
             flow fitted to the posterior from the Laplace approximation by variational
             inference, [`vaeinv.inference.transport`][vaeinv.inference.transport]; the fit's
-            solves and gradients are counted) or ``"nuts"``.
-        num_chains: chains, run as one batch (pCN, gpCN, tpCN) or one after another (NUTS).
+            solves and gradients are counted), ``"hmc"`` (batched HMC with jittered trajectory
+            lengths, [`vaeinv.inference.hmc`][vaeinv.inference.hmc]: the Laplace start of
+            NUTS's pooled mass, the mass re-estimated twice from the pooled chains in warm-up;
+            needs ``num_warmup`` 0 or ``>= 20``) or ``"nuts"``.
+        num_chains: chains, run as one batch (pCN, gpCN, tpCN, HMC) or one after another
+            (NUTS).
         num_draws: sampler iterations per chain after warm-up (as Stan's ``num_samples``);
             a chain keeps ``num_draws // thin`` of them.
         num_warmup: warm-up iterations per chain (adaptation), not kept.
@@ -284,7 +288,11 @@ def sample(
             (the Adam ascent before Gauss-Newton) for gpCN; ``step_size``, ``target_accept``,
             ``laplace_steps``, ``laplace_lr`` and the flow's ``flow_steps`` (Adam steps of the
             fit), ``flow_particles`` (draws per step), ``flow_layers``, ``flow_hidden`` and
-            ``flow_lr`` for tpCN; ``target_accept``,
+            ``flow_lr`` for tpCN; ``step_size`` (initial), ``target_accept``,
+            ``trajectory_length`` (the longest trajectory in units of the mass-whitened
+            posterior; each iteration integrates ``u`` times it, ``u ~ U(0, 1)``),
+            ``max_steps`` (leapfrogs per iteration at most), ``laplace_steps`` and
+            ``laplace_lr`` for HMC; ``target_accept``,
             ``max_tree_depth``, ``full_mass``, ``step_size`` and ``mass`` for NUTS: ``"adapt"``
             (Stan's windowed adaptation from the identity) or ``"laplace"`` (the Laplace
             covariance as a fixed dense inverse mass matrix, starts drawn around the MAP, only
