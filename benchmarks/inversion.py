@@ -12,6 +12,8 @@ For every problem (default ``mdgm-gaussian`` and ``mdgm-channel``) it runs, thro
   (``"gpcn" in runner.SAMPLER_OPTIONS``); otherwise the row says it was skipped;
 * ``tpcn``: the VAE prior with transport-map pCN (``"tpcn"``: pCN in the reference space of a
   coupling flow fitted to the posterior; the fit's solves and gradients are counted), 8 chains;
+* ``hmc``: the VAE prior with the runner's batched HMC (``"hmc"``: jittered trajectory lengths,
+  the pooled mass warm-up), 4 chains;
 
 and prints, per run, the wall time, forward solves and gradient evaluations, the bulk ESS per
 1000 forward solves and per minute (minimum over the latents and over the field quantities of
@@ -39,7 +41,7 @@ import traceback
 from pathlib import Path
 
 DEFAULT_PROBLEMS = ("mdgm-gaussian", "mdgm-channel")
-CONFIGS = ("pcn", "nuts", "gf-pcn", "gpcn", "tpcn")
+CONFIGS = ("pcn", "nuts", "gf-pcn", "gpcn", "tpcn", "hmc")
 #: configuration -> (prior: "vae" or "gaussian-field", runner method)
 CONFIG_SETUP = {
     "pcn": ("vae", "pcn"),
@@ -47,6 +49,7 @@ CONFIG_SETUP = {
     "gf-pcn": ("gaussian-field", "pcn"),
     "gpcn": ("vae", "gpcn"),
     "tpcn": ("vae", "tpcn"),
+    "hmc": ("vae", "hmc"),
 }
 #: per configuration: chains, warm-up iterations, post-warm-up iterations (``draws``), thinning.
 #: ``draws`` counts sampler iterations per chain after warm-up; ``draws // thin`` are kept.
@@ -56,6 +59,7 @@ DEFAULTS = {
     "gf-pcn": {"chains": 8, "warmup": 2000, "draws": 10000, "thin": 10},
     "gpcn": {"chains": 8, "warmup": 2000, "draws": 10000, "thin": 10},
     "tpcn": {"chains": 8, "warmup": 1000, "draws": 8000, "thin": 8},
+    "hmc": {"chains": 4, "warmup": 300, "draws": 1000, "thin": 1},
 }
 QUICK = {
     "pcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
@@ -63,6 +67,7 @@ QUICK = {
     "gf-pcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
     "gpcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
     "tpcn": {"chains": 8, "warmup": 20, "draws": 40, "thin": 2},
+    "hmc": {"chains": 2, "warmup": 20, "draws": 10, "thin": 1},
 }
 QUICK_MAX_TREE_DEPTH = 4
 QUICK_FLOW = {"flow_steps": 10, "flow_layers": 2, "flow_hidden": 16}
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(CONFIGS),
         help="configurations to run (default: all): pcn = VAE prior + pCN, nuts = VAE prior + "
         "NUTS, gf-pcn = Gaussian-field prior + pCN, gpcn = VAE prior + the runner's 'gpcn', "
-        "tpcn = VAE prior + transport-map pCN",
+        "tpcn = VAE prior + transport-map pCN, hmc = VAE prior + batched jittered HMC",
     )
     defaults = "; ".join(
         f"{k}: {v['chains']} chains, {v['warmup']} + {v['draws']} (thin {v['thin']})"
@@ -288,7 +293,7 @@ def run_config(problem, posterior, key: str, s: dict, opts) -> dict:
         if now - last[0] < 30 and getattr(info, "phase", "") != "done":
             return
         last[0] = now
-        extra = f", divergences {info.divergences}" if method == "nuts" else ""
+        extra = f", divergences {info.divergences}" if method in ("nuts", "hmc") else ""
         log(
             f"{label}: {info.phase} {info.iteration}/{info.total_iterations} it, acceptance "
             f"{info.acceptance_rate:.2f}{extra}, {now - start:.0f} s"
@@ -433,7 +438,7 @@ def _ok(flag) -> str:
 
 
 def _config_label(r: dict) -> str:
-    method = {"pcn": "pCN", "nuts": "NUTS", "gpcn": "gpCN", "tpcn": "tpCN"}[
+    method = {"pcn": "pCN", "nuts": "NUTS", "gpcn": "gpCN", "tpcn": "tpCN", "hmc": "HMC"}[
         CONFIG_SETUP[r["config"]][1]
     ]
     if CONFIG_SETUP[r["config"]][0] == "gaussian-field":

@@ -20,7 +20,7 @@ class RunProgress:
         draws_written: kept draws done per chain.
         chunks_written: chunks done.
         acceptance_rate: mean acceptance probability over chains in the last block.
-        divergences: divergent transitions so far (NUTS; 0 for pCN).
+        divergences: divergent transitions so far (NUTS, HMC; 0 for pCN).
     """
 
     phase: str
