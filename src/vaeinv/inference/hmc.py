@@ -5,22 +5,27 @@ when it turns back (the No-U-Turn criterion). On a posterior whose scale the mas
 matches, the U-turn comes after about half a period, and the tree doubling that finds it
 overshoots: on ``mdgm-channel`` every NUTS draw took 63 leapfrogs at a step size of about 0.06,
 where a quarter period (``pi / 2`` in whitened units) would give a nearly independent draw in
-26. This module runs plain HMC (Neal 2011) with a trajectory of random length
+26. This module runs HMC (Neal 2011) with a trajectory of random length
 
     n_steps = ceil(u * trajectory_length / step_size),    u ~ U(0, 1) per iteration,
 
 shared by all chains, the jitter of ChEES-HMC (Hoffman, Radul & Sountsov 2021, AISTATS): a
 random length avoids the periodic orbits a fixed one can fall into, and averages the gain over
-directions whose periods differ. The length does not depend on the state, so every iteration is
-an exact Metropolis-adjusted move for any ``u``; the chains share ``u`` and the step size so that
-all of them take the same number of leapfrogs and every leapfrog is one batched
-``posterior.log_density`` and its gradient.
+directions whose periods differ. The trajectory is placed at a random offset around the current
+state and the next state is drawn from all of its states in proportion to ``exp(-H)``
+(multinomial sampling, Betancourt 2017, arXiv:1701.02434, appendix A), as NUTS does within its
+trees: a trajectory that runs into a region where the leapfrog is unstable still moves the chain
+to one of its earlier states instead of being rejected whole. The length and the offset do not
+depend on the state, so every iteration leaves the posterior invariant; the chains share them and
+the step size so that all of them take the same number of leapfrogs and every leapfrog is one
+batched ``posterior.log_density`` and its gradient.
 
 The inverse mass matrix is ``L L^T`` (``scale_tril``); the leapfrog runs in the whitened
 coordinates ``x = L^-1 z`` with momentum ``r ~ N(0, I)``. Warm-up (``adapt=True``):
 
 - the step size follows Nesterov dual averaging (Hoffman & Gelman 2014) towards
-  ``target_accept``, on the mean acceptance probability over the chains;
+  ``target_accept``, on the mean over the chains of the acceptance statistic (the mean of
+  ``min(1, exp(H_0 - H_i))`` over the trajectory's new states, as Stan's);
 - the mass is re-estimated twice from the pooled draws of all chains (the schedule of NUTS's
   pooled warm-up, [`pooled_schedule`][vaeinv.inference.pooled.pooled_schedule]): at the end of
   each window, [`spiked_covariance`][vaeinv.inference.pooled.spiked_covariance] corrects the
@@ -28,10 +33,10 @@ coordinates ``x = L^-1 z`` with momentum ``r ~ N(0, I)``. Warm-up (``adapt=True`
   restarts from the current step size.
 
 [`freeze_hmc`][vaeinv.inference.hmc.freeze_hmc] fixes the averaged step size; after it the
-chain is a fixed Markov kernel that leaves the posterior invariant. A non-finite energy (a failed
-solve, a NaN) or an energy error above ``DIVERGENCE_THRESHOLD`` is a rejection, counted in
-``HMCInfo.failed`` / ``diverging``. Random numbers are drawn in a fixed order (``u``, the
-momenta, the acceptance uniforms), so a resumed run is bit-identical.
+chain is a fixed Markov kernel that leaves the posterior invariant. A state of the trajectory
+with a non-finite energy (a failed solve, a NaN) has weight 0 and is counted in
+``HMCInfo.failed``; one with an energy error above ``DIVERGENCE_THRESHOLD`` too in ``diverging``.
+Random numbers are drawn in a fixed order, so a resumed run is bit-identical.
 """
 
 from __future__ import annotations
@@ -98,10 +103,12 @@ class HMCInfo(NamedTuple):
     """What one HMC iteration did, per chain (``(C,)`` tensors).
 
     Attributes:
-        accepted: bool, the trajectory's end was accepted.
-        acceptance_rate: float64 ``min(1, exp(-energy error))``; 0 when it is not finite.
-        failed: bool, the energy at the end was not finite (a failed solve, a NaN).
-        diverging: bool, failed or an energy error above ``DIVERGENCE_THRESHOLD``.
+        accepted: bool, the chain moved (a state other than the current one was drawn).
+        acceptance_rate: float64 the mean over the trajectory's new states of
+            ``min(1, exp(H_0 - H_i))`` (0 for a state whose energy is not finite).
+        failed: bool, some state of the trajectory had a non-finite energy (a failed solve,
+            a NaN); it had weight 0.
+        diverging: bool, failed or some energy error above ``DIVERGENCE_THRESHOLD``.
         step_size: float64 the step size used.
         n_steps: int64 leapfrogs taken (the same for every chain).
     """
@@ -226,25 +233,10 @@ def hmc_init(
     )
 
 
-def _leapfrog(posterior, state: HMCState, momentum: torch.Tensor, eps: float, n: int):
-    """``n`` leapfrogs of all chains from ``state`` in whitened coordinates; returns the end
-    point's ``(z, momentum, log_density, grad, log_likelihood, prediction)``. A chain whose
-    density fails stays failed (its gradient is zeroed so the batch stays finite)."""
-    tril = state.scale_tril
-    failed = ~torch.isfinite(state.log_density)
-    z, r, grad = state.z, momentum, torch.where(failed[:, None], 0.0, state.grad)
-    out = None
-    for _ in range(n):
-        r = r + 0.5 * eps * (grad @ tril)
-        z = z + eps * (r @ tril.mT)
-        out = _evaluate_grad(posterior, z)
-        failed = failed | ~torch.isfinite(out[0])
-        grad = torch.where(failed[:, None], 0.0, out[1])
-        r = r + 0.5 * eps * (grad @ tril)
-        # a failed chain keeps moving on a zero gradient: finite, rejected at the end
-        z = torch.where(failed[:, None], z.nan_to_num(0.0), z)
-    log_density = torch.where(failed, -math.inf, out[0])
-    return z, r, log_density, out[1], out[2], out[3]
+def _weight(log_density: torch.Tensor, momentum: torch.Tensor) -> torch.Tensor:
+    """``-H = log_density - |r|^2 / 2`` per chain, ``-inf`` where it is not finite."""
+    value = log_density - 0.5 * momentum.square().sum(-1)
+    return torch.where(torch.isfinite(value), value, -math.inf)
 
 
 def hmc_step(
@@ -256,46 +248,79 @@ def hmc_step(
     target_accept: float = 0.8,
 ) -> tuple[HMCState, HMCInfo]:
     """One HMC iteration of every chain; with ``adapt=True`` one warm-up iteration (step-size
-    dual averaging, mass windows). Random numbers: ``u``, the momenta ``(C, d)``, then the
-    acceptance uniforms ``(C,)``, all from ``generator``."""
+    dual averaging, mass windows).
+
+    The trajectory of ``n`` leapfrogs is placed at a uniformly random offset around the current
+    state (``b ~ U{0..n}`` steps backward in time, ``n - b`` forward), and the next state is
+    drawn from its ``n + 1`` states with probabilities proportional to ``exp(-H)`` (multinomial
+    sampling; Betancourt 2017, section A.3.2), by progressive sampling as they are computed.
+    A state whose energy is not finite has weight 0; where the density cannot be evaluated the
+    leapfrog uses a zero gradient, a function of the position alone, so the integrator stays
+    reversible and volume preserving and the move exact. Random numbers, in this order: ``u``,
+    ``b``, the momenta ``(C, d)``, the selection uniforms ``(n, C)``, all from ``generator``.
+    """
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     device, c = state.z.device, state.z.shape[0]
+    f64 = dict(dtype=torch.float64, device=generator.device)
     eps = float(torch.exp(state.log_step_size))
-    u = float(torch.rand((), generator=generator, dtype=torch.float64, device=generator.device))
+    u = float(torch.rand((), generator=generator, **f64))
     n = int(min(max(1, math.ceil(u * float(state.trajectory_length) / eps)), state.max_steps))
-    momentum = torch.randn(
-        state.z.shape, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(device)
-    uniforms = torch.rand(c, generator=generator, dtype=torch.float64, device=generator.device)
-    z, r, log_density, grad, log_likelihood, prediction = _leapfrog(
-        posterior, state, momentum, eps, n
-    )
-    energy0 = -state.log_density + 0.5 * momentum.square().sum(-1)
-    energy1 = -log_density + 0.5 * r.square().sum(-1)
-    error = energy1 - energy0
-    failed = ~torch.isfinite(log_density) | ~torch.isfinite(error)
-    error = torch.where(failed, math.inf, error)
-    if not torch.isfinite(state.log_density).all():
-        # a chain that starts failed accepts its first finite end point
-        error = torch.where(~torch.isfinite(state.log_density) & ~failed, -math.inf, error)
-    rate = torch.exp(-error.clamp_min(0.0)).nan_to_num(0.0)
-    accepted = (uniforms.to(device) < rate) & ~failed
-    keep = accepted[:, None]
+    back = int(torch.randint(0, n + 1, (), generator=generator, device=generator.device))
+    momentum = torch.randn(state.z.shape, generator=generator, **f64).to(device)
+    uniforms = torch.rand(n, c, generator=generator, **f64).to(device)
+
+    tril = state.scale_tril
+    log_w0 = _weight(state.log_density, momentum)
+    log_total = log_w0.clone()
+    chosen = [state.z, state.log_density, state.grad, state.log_likelihood, state.prediction]
+    moved = torch.zeros(c, dtype=torch.bool, device=device)
+    rate_sum = torch.zeros(c, dtype=torch.float64, device=device)
+    diverging = torch.zeros(c, dtype=torch.bool, device=device)
+    failed = torch.zeros(c, dtype=torch.bool, device=device)
+    k = 0
+    for direction, steps in ((-1.0, back), (1.0, n - back)):
+        h = direction * eps
+        z, r = state.z, momentum
+        grad = torch.where(torch.isfinite(state.log_density)[:, None], state.grad, 0.0)
+        for _ in range(steps):
+            r = r + 0.5 * h * (grad @ tril)
+            z = z + h * (r @ tril.mT)
+            out = _evaluate_grad(posterior, z)
+            ok = torch.isfinite(out[0])
+            grad = torch.where(ok[:, None], out[1], 0.0)
+            r = r + 0.5 * h * (grad @ tril)
+            log_w = torch.where(ok, _weight(out[0], r), -math.inf)
+            error = log_w0 - log_w  # the energy error H_i - H_0
+            bad = ~torch.isfinite(log_w)
+            failed |= bad
+            diverging |= bad | (error > DIVERGENCE_THRESHOLD)
+            rate_sum += torch.where(bad, 0.0, torch.exp(-error.clamp_min(0.0)).nan_to_num(1.0))
+            log_total_new = torch.logaddexp(log_total, log_w)
+            take = ~bad & (uniforms[k] < torch.exp(log_w - log_total_new))
+            log_total = torch.where(bad, log_total, log_total_new)
+            values = [z, out[0], out[1], out[2], out[3]]
+            chosen = [
+                torch.where(take.reshape(-1, *([1] * (old.dim() - 1))), new, old)
+                for new, old in zip(values, chosen, strict=True)
+            ]
+            moved |= take
+            k += 1
+    rate = rate_sum / n
     info = HMCInfo(
-        accepted=accepted,
+        accepted=moved,
         acceptance_rate=rate,
         failed=failed,
-        diverging=failed | (error > DIVERGENCE_THRESHOLD),
+        diverging=diverging,
         step_size=torch.full((c,), eps, dtype=torch.float64, device=device),
         n_steps=torch.full((c,), n, dtype=torch.int64, device=device),
     )
     new = state._replace(
-        z=torch.where(keep, z, state.z),
-        log_density=torch.where(accepted, log_density, state.log_density),
-        grad=torch.where(keep, grad, state.grad),
-        log_likelihood=torch.where(accepted, log_likelihood, state.log_likelihood),
-        prediction=torch.where(keep, prediction, state.prediction),
+        z=chosen[0],
+        log_density=chosen[1],
+        grad=chosen[2],
+        log_likelihood=chosen[3],
+        prediction=chosen[4],
     )
     if adapt:
         new = _adapt(new, float(rate.mean()), target_accept)
