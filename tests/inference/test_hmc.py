@@ -12,6 +12,7 @@ import torch
 from test_gpcn import quadrature_moments, sinh_posterior
 from test_runner import assert_same_draws
 
+from vaeinv.inference.extend import extend_run
 from vaeinv.inference.hmc import HMCInfo, freeze_hmc, hmc_init, hmc_step
 from vaeinv.inference.runner import sample
 
@@ -191,6 +192,8 @@ def test_an_hmc_run_counts_its_solves_and_resumes_bit_for_bit(tmp_path):
     resumed = sample(problem.posterior, "hmc", seed=3, checkpoint=folder, resume=True, **QUICK)
     assert_same_draws(reference, resumed)
     assert resumed.attrs["gradient_evaluations"] == attrs["gradient_evaluations"]
+    with pytest.raises(ValueError, match="cannot extend a run of method 'hmc'"):
+        extend_run(reference, problem.posterior, num_draws=4, progress=False)
 
 
 def test_an_hmc_run_matches_the_closed_form():
