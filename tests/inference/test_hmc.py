@@ -86,14 +86,16 @@ def test_one_batched_evaluation_per_leapfrog_and_lengths_jittered(generator):
     state = hmc_init(counting, torch.zeros(3, 2, dtype=torch.float64), step_size=0.2)
     assert len(calls) == 1
     lengths = []
-    for _ in range(40):
+    for _ in range(100):
         calls.clear()
         state, info = hmc_step(counting, state, generator)
         assert len(calls) == int(info.n_steps[0]) and all(s == (3, 2) for s in calls)
         assert (info.n_steps == info.n_steps[0]).all()
         lengths.append(int(info.n_steps[0]))
-    # ceil(u T / eps) with u ~ U(0, 1), T = 3, eps = 0.2: lengths spread over 1..15
-    assert min(lengths) >= 1 and max(lengths) <= 15 and len(set(lengths)) > 5
+    # trees of 2^D - 1 leapfrogs, the smallest reaching u T / eps with u ~ U(0, 1), T = 3,
+    # eps = 0.2 (15 steps): every depth from 1 to 4, in proportion to the range of u it covers
+    assert set(lengths) == {1, 3, 7, 15}
+    assert lengths.count(15) > lengths.count(1)
 
 
 def test_continuation_is_bit_identical(generator):

@@ -250,14 +250,22 @@ def hmc_step(
     """One HMC iteration of every chain; with ``adapt=True`` one warm-up iteration (step-size
     dual averaging, mass windows).
 
-    The trajectory of ``n`` leapfrogs is placed at a uniformly random offset around the current
-    state (``b ~ U{0..n}`` steps backward in time, ``n - b`` forward), and the next state is
-    drawn from its ``n + 1`` states with probabilities proportional to ``exp(-H)`` (multinomial
-    sampling; Betancourt 2017, section A.3.2), by progressive sampling as they are computed.
-    A state whose energy is not finite has weight 0; where the density cannot be evaluated the
-    leapfrog uses a zero gradient, a function of the position alone, so the integrator stays
-    reversible and volume preserving and the move exact. Random numbers, in this order: ``u``,
-    ``b``, the momenta ``(C, d)``, the selection uniforms ``(n, C)``, all from ``generator``.
+    The trajectory is a tree of depth ``D`` built by doubling, as NUTS builds it but without
+    its U-turn check: ``D`` is the smallest depth whose ``2^D - 1`` leapfrogs reach
+    ``u * trajectory_length / step_size`` (``u ~ U(0, 1)``, shared by the chains; at most
+    ``max_steps`` leapfrogs), and each chain extends its tree at level ``k`` by ``2^k``
+    leapfrogs forward or backward in time, by a coin flip. Within each new subtree a state is
+    drawn in proportion to ``exp(-H)`` (progressive multinomial sampling), and it replaces the
+    draw so far with probability ``min(1, W_new / W_old)``, the subtrees' summed weights
+    (biased progressive sampling; Betancourt 2017, arXiv:1701.02434, appendix A.3.2): the draw
+    favours the last-built, farthest half of the trajectory, and a subtree that runs into an
+    unstable region leaves the earlier draw in place instead of rejecting the whole
+    trajectory. A state whose energy is not finite has weight 0; where the density cannot be
+    evaluated the leapfrog uses a zero gradient, a function of the position alone, so the
+    integrator stays reversible and volume preserving and the move exact. Random numbers, in
+    this order: ``u``, the directions ``(D, C)``, the momenta ``(C, d)``, the uniforms of the
+    draws within subtrees ``(2^D - 1, C)`` and between them ``(D, C)``, all from
+    ``generator``.
     """
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
@@ -265,25 +273,40 @@ def hmc_step(
     f64 = dict(dtype=torch.float64, device=generator.device)
     eps = float(torch.exp(state.log_step_size))
     u = float(torch.rand((), generator=generator, **f64))
-    n = int(min(max(1, math.ceil(u * float(state.trajectory_length) / eps)), state.max_steps))
-    back = int(torch.randint(0, n + 1, (), generator=generator, device=generator.device))
+    wanted = max(1.0, u * float(state.trajectory_length) / eps)
+    depth = max(
+        1, min(math.ceil(math.log2(wanted + 1.0)), int(state.max_steps + 1).bit_length() - 1)
+    )
+    n = 2**depth - 1
+    forward = (torch.rand(depth, c, generator=generator, **f64) < 0.5).to(device)
     momentum = torch.randn(state.z.shape, generator=generator, **f64).to(device)
     uniforms = torch.rand(n, c, generator=generator, **f64).to(device)
+    between = torch.rand(depth, c, generator=generator, **f64).to(device)
+
+    def where(mask: torch.Tensor, new: list, old: list) -> list:
+        return [
+            torch.where(mask.reshape(-1, *([1] * (o.dim() - 1))), a, o)
+            for a, o in zip(new, old, strict=True)
+        ]
 
     tril = state.scale_tril
     log_w0 = _weight(state.log_density, momentum)
-    log_total = log_w0.clone()
+    log_tree = log_w0.clone()
     chosen = [state.z, state.log_density, state.grad, state.log_likelihood, state.prediction]
     moved = torch.zeros(c, dtype=torch.bool, device=device)
+    grad0 = torch.where(torch.isfinite(state.log_density)[:, None], state.grad, 0.0)
+    left = right = [state.z, momentum, grad0]  # the tree's ends: position, momentum, gradient
     rate_sum = torch.zeros(c, dtype=torch.float64, device=device)
     diverging = torch.zeros(c, dtype=torch.bool, device=device)
     failed = torch.zeros(c, dtype=torch.bool, device=device)
     k = 0
-    for direction, steps in ((-1.0, back), (1.0, n - back)):
-        h = direction * eps
-        z, r = state.z, momentum
-        grad = torch.where(torch.isfinite(state.log_density)[:, None], state.grad, 0.0)
-        for _ in range(steps):
+    for level in range(depth):
+        ahead = forward[level]
+        z, r, grad = where(ahead, right, left)
+        h = torch.where(ahead, eps, -eps)[:, None]
+        log_sub = torch.full((c,), -math.inf, dtype=torch.float64, device=device)
+        sub = chosen
+        for _ in range(2**level):
             r = r + 0.5 * h * (grad @ tril)
             z = z + h * (r @ tril.mT)
             out = _evaluate_grad(posterior, z)
@@ -296,16 +319,16 @@ def hmc_step(
             failed |= bad
             diverging |= bad | (error > DIVERGENCE_THRESHOLD)
             rate_sum += torch.where(bad, 0.0, torch.exp(-error.clamp_min(0.0)).nan_to_num(1.0))
-            log_total_new = torch.logaddexp(log_total, log_w)
-            take = ~bad & (uniforms[k] < torch.exp(log_w - log_total_new))
-            log_total = torch.where(bad, log_total, log_total_new)
-            values = [z, out[0], out[1], out[2], out[3]]
-            chosen = [
-                torch.where(take.reshape(-1, *([1] * (old.dim() - 1))), new, old)
-                for new, old in zip(values, chosen, strict=True)
-            ]
-            moved |= take
+            log_sub_new = torch.logaddexp(log_sub, log_w)
+            take = ~bad & (uniforms[k] < torch.exp(log_w - log_sub_new))
+            log_sub = torch.where(bad, log_sub, log_sub_new)
+            sub = where(take, [z, out[0], out[1], out[2], out[3]], sub)
             k += 1
+        left, right = where(ahead, left, [z, r, grad]), where(ahead, [z, r, grad], right)
+        accept = torch.isfinite(log_sub) & (between[level] < torch.exp(log_sub - log_tree))
+        chosen = where(accept, sub, chosen)
+        moved |= accept
+        log_tree = torch.logaddexp(log_tree, log_sub)
     rate = rate_sum / n
     info = HMCInfo(
         accepted=moved,
