@@ -1,24 +1,24 @@
 """Batched HMC with jittered trajectory lengths: every chain in one batched decode and solve.
 
 Pyro's NUTS (``vaeinv.inference.nuts``) advances one chain at a time and ends each trajectory
-when it turns back (the No-U-Turn criterion). On a posterior whose scale the mass matrix already
-matches, the U-turn comes after about half a period, and the tree doubling that finds it
-overshoots: on ``mdgm-channel`` every NUTS draw took 63 leapfrogs at a step size of about 0.06,
-where a quarter period (``pi / 2`` in whitened units) would give a nearly independent draw in
-26. This module runs HMC (Neal 2011) with a trajectory of random length
+when it turns back (the No-U-Turn criterion); chains whose trees end at different depths cannot
+share one batched evaluation. This module builds each trajectory as NUTS does, by doubling a tree
+in random directions, to a depth ``D`` fixed before the trajectory starts:
 
-    n_steps = ceil(u * trajectory_length / step_size),    u ~ U(0, 1) per iteration,
+    2^D - 1 >= u * trajectory_length / step_size    (the smallest such D),  u ~ U(0, 1),
 
-shared by all chains, the jitter of ChEES-HMC (Hoffman, Radul & Sountsov 2021, AISTATS): a
-random length avoids the periodic orbits a fixed one can fall into, and averages the gain over
-directions whose periods differ. The trajectory is placed at a random offset around the current
-state and the next state is drawn from all of its states in proportion to ``exp(-H)``
-(multinomial sampling, Betancourt 2017, arXiv:1701.02434, appendix A), as NUTS does within its
-trees: a trajectory that runs into a region where the leapfrog is unstable still moves the chain
-to one of its earlier states instead of being rejected whole. The length and the offset do not
-depend on the state, so every iteration leaves the posterior invariant; the chains share them and
-the step size so that all of them take the same number of leapfrogs and every leapfrog is one
-batched ``posterior.log_density`` and its gradient.
+``u`` drawn once per iteration and shared by all chains (the jitter of ChEES-HMC, Hoffman, Radul
+& Sountsov 2021, AISTATS: a random length avoids the periodic orbits a fixed one can fall into,
+and averages over directions whose periods differ). The next state is drawn from the tree in
+proportion to ``exp(-H)``: within each new subtree by progressive multinomial sampling, and
+between the tree so far and the new subtree with probability ``min(1, W_new / W_old)`` (biased
+progressive sampling, Betancourt 2017, arXiv:1701.02434, appendix A). The draw favours the
+last-built half, far from the current state, and a trajectory that runs into a region where the
+leapfrog is unstable still moves the chain to a state built before, instead of being rejected
+whole. The depth and the directions do not depend on the state, so every iteration leaves the
+posterior invariant; the chains share the depth and the step size so that all of them take the
+same number of leapfrogs and every leapfrog is one batched ``posterior.log_density`` and its
+gradient.
 
 The inverse mass matrix is ``L L^T`` (``scale_tril``); the leapfrog runs in the whitened
 coordinates ``x = L^-1 z`` with momentum ``r ~ N(0, I)``. Warm-up (``adapt=True``):
@@ -68,7 +68,7 @@ class HMCState(NamedTuple):
         prediction: ``(C, m)`` float64 cached ``posterior.predict(z)``.
         scale_tril: ``(d, d)`` float64 lower-triangular ``L``, inverse mass ``L L^T``.
         log_step_size: ``()`` float64 ``log`` of the step size of the next iteration.
-        trajectory_length: ``()`` float64 the longest trajectory, ``n_steps * step_size``.
+        trajectory_length: ``()`` float64 ``T``, the jittered trajectories' scale.
         max_steps: ``()`` int64 cap on the leapfrogs of one iteration.
         adapt_count: ``()`` int64 warm-up iterations taken so far.
         da_mu, da_hbar, da_count: ``()`` dual-averaging state (``da_count`` iterations since the
@@ -170,8 +170,9 @@ def hmc_init(
         scale_tril: ``(d, d)`` lower-triangular factor of the inverse mass matrix (the
             posterior covariance it should match); identity when ``None``.
         step_size: initial leapfrog step size, ``> 0``.
-        trajectory_length: the longest trajectory ``T`` (whitened units), ``> 0``; each
-            iteration integrates for ``u T`` with ``u ~ U(0, 1)``.
+        trajectory_length: ``T`` (whitened units), ``> 0``; each iteration builds the
+            smallest tree of ``2^D - 1`` leapfrogs that integrates for at least ``u T``,
+            ``u ~ U(0, 1)`` (at most ``max_steps`` leapfrogs).
         max_steps: cap on the leapfrogs of one iteration, ``>= 1``.
         num_warmup: warm-up iterations the caller will run with ``adapt=True``; sets the two
             mass windows ([`pooled_schedule`][vaeinv.inference.pooled.pooled_schedule]; none
