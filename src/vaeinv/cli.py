@@ -287,14 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
         "extend",
         help="more draws for a finished invert result: its chains continued, draws appended",
         description="Continue every chain of a finished result from its last draw and append "
-        "the new draws (NUTS with the covariance of the result's draws as its mass, pCN with "
-        "its step size re-adapted; see vaeinv.inference.extend). The input file is not "
+        "the new draws (NUTS and HMC with the covariance of the result's draws as their mass, "
+        "pCN with its step size re-adapted; see vaeinv.inference.extend). The input file is not "
         "changed. Draws are checkpointed in OUT.partial/; --resume continues.",
     )
     ext.add_argument("file", help="a result file of vaeinv invert, merge or extend")
     ext.add_argument("--draws", type=int, required=True, help="iterations per chain to add")
     ext.add_argument(
-        "--warmup", type=int, help="step-size warm-up before them (default: 50 NUTS, 100 pCN)"
+        "--warmup",
+        type=int,
+        help="step-size warm-up before them (default: 50 NUTS and HMC, 100 pCN)",
     )
     ext.add_argument("--out", help="the longer result (default: FILE_extended.nc beside FILE)")
     ext.add_argument(

@@ -35,9 +35,10 @@ def seed(request) -> int:
     return value
 
 
-@pytest.mark.parametrize("method", ["nuts", "pcn"])
+@pytest.mark.parametrize("method", ["nuts", "hmc", "pcn"])
 def test_the_run_is_kept_and_the_extension_appended(problem, seed, method, tmp_path):
-    run = sample(problem.posterior, method, seed=seed, thin=2, **QUICK)
+    quick = {**QUICK, "num_warmup": 20} if method == "hmc" else QUICK  # HMC's mass windows
+    run = sample(problem.posterior, method, seed=seed, thin=2, **quick)
     results.save(run, tmp_path / "run.nc")
     run = results.load(tmp_path / "run.nc")  # as the CLI reads it: attributes as text
     longer = extend_run(run, problem.posterior, num_draws=8, num_warmup=6, progress=False)
@@ -60,10 +61,10 @@ def test_the_run_is_kept_and_the_extension_appended(problem, seed, method, tmp_p
     extension = json.loads(attrs["extensions"])
     assert len(extension) == 1 and extension[0]["num_draws"] == 8
     assert extension[0]["num_warmup"] == 6
-    assert ("mass" in extension[0]) == (method == "nuts")
+    assert ("mass" in extension[0]) == (method != "pcn")
     counters = ("forward_solves", "gradient_evaluations")
     added = {k: int(attrs[k]) - int(run.attrs[k]) for k in counters}
-    if method == "nuts":  # at least one leapfrog per iteration, each a gradient and a solve
+    if method != "pcn":  # at least one leapfrog per iteration, each a gradient and a solve
         assert added["gradient_evaluations"] >= 3 * (6 + 8)
         assert added["forward_solves"] >= added["gradient_evaluations"]
     else:  # pCN: one solve per chain for the start and per iteration, no gradient
@@ -78,11 +79,14 @@ def test_the_run_is_kept_and_the_extension_appended(problem, seed, method, tmp_p
     assert again.posterior.sizes["draw"] == 11
 
 
-@pytest.mark.parametrize("method", ["nuts", "pcn"])
+@pytest.mark.parametrize("method", ["nuts", "hmc", "pcn"])
 def test_the_extension_samples_the_linear_gaussian_posterior(problem, seed, method):
     """A short, badly mixed run, then a long extension: the extension's draws have the closed-
     form moments within 4 MCSE."""
-    run = sample(problem.posterior, method, seed=seed, **{**QUICK, "num_draws": 200})
+    warmup = 20 if method == "hmc" else QUICK["num_warmup"]  # HMC's mass windows need 20
+    run = sample(
+        problem.posterior, method, seed=seed, **{**QUICK, "num_draws": 200, "num_warmup": warmup}
+    )
     longer = extend_run(run, problem.posterior, num_draws=1500 if method == "pcn" else 400,
                         progress=False)  # fmt: skip
     draws = torch.as_tensor(longer.posterior["z"].values[:, 200:])
@@ -171,6 +175,9 @@ def test_sample_with_a_fixed_mass(problem, seed):
     assert json.loads(run.attrs["sampler_options"])["mass"] == "fixed"
     with pytest.raises(ValueError, match="cannot be combined with mass='pooled'"):
         sample(problem.posterior, "nuts", inverse_mass_matrix=problem.cov, mass="pooled", **QUICK)
+    hmc = sample(problem.posterior, "hmc", seed=seed, init=init, inverse_mass_matrix=problem.cov,
+                 **QUICK)  # fmt: skip
+    assert "mass" not in json.loads(hmc.attrs["sampler_options"])
     with pytest.raises(ValueError, match="has no mass matrix"):
         sample(problem.posterior, "pcn", inverse_mass_matrix=problem.cov, **QUICK)
     with pytest.raises(ValueError, match=r"shape \(2, 2\), expected \(3, 3\)"):

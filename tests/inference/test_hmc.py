@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from test_gpcn import quadrature_moments, sinh_posterior
@@ -194,8 +195,15 @@ def test_an_hmc_run_counts_its_solves_and_resumes_bit_for_bit(tmp_path):
     resumed = sample(problem.posterior, "hmc", seed=3, checkpoint=folder, resume=True, **QUICK)
     assert_same_draws(reference, resumed)
     assert resumed.attrs["gradient_evaluations"] == attrs["gradient_evaluations"]
-    with pytest.raises(ValueError, match="cannot extend a run of method 'hmc'"):
-        extend_run(reference, problem.posterior, num_draws=4, progress=False)
+    # extended: the draws kept, the covariance of the kept draws as the fixed mass
+    longer = extend_run(reference, problem.posterior, num_draws=4, num_warmup=2, progress=False)
+    old = reference.posterior.sizes["draw"]
+    np.testing.assert_array_equal(
+        longer.posterior["z"].values[:, :old], reference.posterior["z"].values
+    )
+    assert longer.posterior.sizes["draw"] == old + 4
+    record = json.loads(longer.attrs["extensions"])[0]
+    assert record["mass"].endswith("covariance of the kept draws")
 
 
 def test_an_hmc_run_matches_the_closed_form():

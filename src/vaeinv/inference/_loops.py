@@ -132,18 +132,25 @@ def _hmc_start(run) -> HMCState:
     """HMC's start, as NUTS's pooled mass: the Laplace approximation from the over-dispersed
     starts ``z0``, chains at over-dispersed draws of it, ``N(m, INIT_SCALE^2 C)``, from the
     HMC stream, its covariance as the first inverse mass; the warm-up re-estimates the mass
-    twice from the pooled chains (`vaeinv.inference.hmc`)."""
+    twice from the pooled chains (`vaeinv.inference.hmc`). With a fixed mass
+    (``sample(inverse_mass_matrix=...)``) the chains start at ``z0`` under that mass."""
     opts = run.options
-    laplace = _laplace(run)
-    z_init = laplace.sample(run.z0.shape[0], run.generator, inflation=INIT_SCALE**2)
+    if run.fixed_mass is None:
+        laplace = _laplace(run)
+        z_init = laplace.sample(run.z0.shape[0], run.generator, inflation=INIT_SCALE**2)
+        scale_tril = laplace.scale_tril
+    else:  # a fixed mass (extend_run): the chains start at z0, only the step size adapts
+        z_init = run.z0
+        scale_tril = torch.linalg.cholesky(run.fixed_mass.to(torch.float64))
     state = hmc_init(
         run.posterior,
         z_init,
-        laplace.scale_tril,
+        scale_tril,
         step_size=float(opts["step_size"]),
         trajectory_length=float(opts["trajectory_length"]),
         max_steps=int(opts["max_steps"]),
         num_warmup=run.settings["num_warmup"],
+        adapt_mass=run.fixed_mass is None,
     )
     run.gradient_evaluations += z_init.shape[0]
     return state

@@ -59,7 +59,7 @@ class _Run:
         self.state: Any = None
         self.generator = torch.Generator()
         self.nuts: dict[str, torch.Tensor] | None = None
-        self.fixed_mass: torch.Tensor | None = None  # NUTS mass="fixed" (sample's argument)
+        self.fixed_mass: torch.Tensor | None = None  # sample(inverse_mass_matrix=): NUTS, HMC
         self.transport: TransportMap | None = None  # tpCN's fitted map
         self.thin_requested: int | str = settings["thin"]
 

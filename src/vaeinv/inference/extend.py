@@ -12,6 +12,9 @@ same chains:
   docs/benchmarks.md). With fewer kept draws than ``2 * latent_dim`` the estimate is the
   diagonal of the draws' variances. A short warm-up (``num_warmup``, default 50 iterations,
   not kept) adapts the step size from the run's last one; then ``num_draws`` iterations.
+- **HMC** continues the same way: the covariance of the kept draws as its fixed mass (no
+  Laplace start, no mass windows), the step size re-adapted from the run's last one for
+  ``num_warmup`` iterations (default 50), the run's ``trajectory_length``.
 - **pCN** continues each chain with a short warm-up (default 100 iterations) that re-adapts the
   step size from the median of the chains' last ones, then ``num_draws`` iterations.
 - **gpCN** and **tpCN** are not extended: their chains are tied to the map their warm-up built
@@ -52,7 +55,7 @@ if TYPE_CHECKING:  # results.py is the one module that imports arviz at run time
 __all__ = ["DEFAULT_WARMUP", "draws_covariance", "extend_run"]
 
 #: warm-up iterations of an extension, per method (the step size only is re-adapted).
-DEFAULT_WARMUP = {"nuts": 50, "pcn": 100}
+DEFAULT_WARMUP = {"nuts": 50, "hmc": 50, "pcn": 100}
 #: seeds of the ``k``-th extension derive from ``(seed, _STREAM_EXTEND + k)``.
 _STREAM_EXTEND = 100
 #: attributes summed over the run and its extension.
@@ -90,8 +93,6 @@ def _check_result(idata, posterior) -> dict[str, Any]:
             "its chains are tied to the map its warm-up fitted (the Laplace approximation, "
             "or tpCN's flow), which the result does not keep"
             if method in ("gpcn", "tpcn")
-            else "extend continues pCN and NUTS runs; run HMC again with more draws"
-            if method == "hmc"
             else "it is not a result of vaeinv.sample"
         )
         raise ValueError(f"cannot extend a run of method {method!r}: {why}")
@@ -131,7 +132,7 @@ def extend_run(
 
     Args:
         idata: a result of [`sample`][vaeinv.inference.runner.sample] (or ``vaeinv invert``),
-            NUTS or pCN, possibly extended before; a part of a NUTS run is extended alone.
+            NUTS, HMC or pCN, possibly extended before; a part of a NUTS run is extended alone.
         posterior: the posterior it sampled (its data, prior and latent size are checked
             against the result's record).
         num_draws: sampler iterations per chain to add (thinned as the run was).
@@ -189,6 +190,16 @@ def extend_run(
         )
         if held != list(range(num_chains)):
             kwargs["chains"] = held
+        record["mass"] = f"{kind} covariance of the kept draws"
+    elif method == "hmc":
+        mass, kind = draws_covariance(z)
+        kwargs.update(
+            num_chains=len(held),
+            init=last,
+            inverse_mass_matrix=mass,
+            step_size=step,
+            **{k: options[k] for k in ("target_accept", "trajectory_length", "max_steps")},
+        )
         record["mass"] = f"{kind} covariance of the kept draws"
     else:
         kwargs.update(

@@ -160,6 +160,7 @@ def hmc_init(
     trajectory_length: float = 3.0,
     max_steps: int = 1024,
     num_warmup: int = 0,
+    adapt_mass: bool = True,
 ) -> HMCState:
     """Start ``C`` chains at ``z0`` (one batched log density and gradient).
 
@@ -177,6 +178,9 @@ def hmc_init(
         num_warmup: warm-up iterations the caller will run with ``adapt=True``; sets the two
             mass windows ([`pooled_schedule`][vaeinv.inference.pooled.pooled_schedule]; none
             when ``num_warmup`` is 0, at least ``MIN_POOLED_WARMUP`` otherwise).
+        adapt_mass: ``False`` keeps ``scale_tril`` for the whole run: the warm-up adapts the
+            step size only (any ``num_warmup``), as when a finished run is continued with the
+            covariance of its draws ([`extend_run`][vaeinv.inference.extend.extend_run]).
 
     Raises:
         ValueError: a bad ``z0``, ``scale_tril``, step size, length, cap or warm-up count.
@@ -203,7 +207,9 @@ def hmc_init(
     else:
         tril = scale_tril.detach().to(device=device, dtype=torch.float64).contiguous()
         _check_tril(tril, d)
-    if num_warmup > 0:
+    if not isinstance(adapt_mass, bool):
+        raise ValueError(f"adapt_mass must be True or False, got {adapt_mass!r}")
+    if num_warmup > 0 and adapt_mass:
         (a1, w1), (a2, w2) = pooled_schedule(num_warmup)[0]
         schedule = [a1, a1 + w1, a1 + w1 + a2, a1 + w1 + a2 + w2]
         width = max(w1, w2)

@@ -277,10 +277,11 @@ def sample(
             which can be resumed).
         attrs: extra attributes for the result (e.g. ``{"problem": "demo"}``); JSON-
             serialisable; part of the run fingerprint.
-        inverse_mass_matrix: NUTS only: a ``(latent_dim, latent_dim)`` symmetric positive
-            definite inverse mass matrix kept fixed for the whole run (passing it sets
-            ``mass="fixed"``): the chains start at ``init`` (or the over-dispersed prior
-            draws) and the warm-up adapts the step size only. Its sha256 is part of the run
+        inverse_mass_matrix: NUTS and HMC: a ``(latent_dim, latent_dim)`` symmetric
+            positive definite inverse mass matrix kept fixed for the whole run (for NUTS,
+            passing it sets ``mass="fixed"``; HMC skips its Laplace start and mass windows):
+            the chains start at ``init`` (or the over-dispersed prior draws) and the warm-up
+            adapts the step size only. Its sha256 is part of the run
             fingerprint. [`extend_run`][vaeinv.inference.extend.extend_run] passes the
             covariance of a finished run's draws.
         **sampler_options: ``step_size`` (initial beta) and ``target_accept`` for pCN; the same
@@ -318,16 +319,18 @@ def sample(
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLER_OPTIONS)}")
     fixed_mass = None
     if inverse_mass_matrix is not None:
-        if method != "nuts":
+        if method not in ("nuts", "hmc"):
             raise ValueError(
-                f"inverse_mass_matrix is a NUTS setting; method {method!r} has no mass matrix"
+                f"inverse_mass_matrix is a NUTS and HMC setting; method {method!r} has no "
+                "mass matrix"
             )
-        if sampler_options.get("mass", "fixed") != "fixed":
+        if method == "nuts" and sampler_options.get("mass", "fixed") != "fixed":
             raise ValueError(
                 f"inverse_mass_matrix fixes the mass (mass='fixed'); it cannot be combined "
                 f"with mass={sampler_options['mass']!r}"
             )
-        sampler_options = {**sampler_options, "mass": "fixed"}
+        if method == "nuts":
+            sampler_options = {**sampler_options, "mass": "fixed"}
         fixed_mass = _check_fixed_mass(inverse_mass_matrix, posterior.latent_dim)
     options = _check_options(method, sampler_options)
     masses = NUTS_MASSES + (("fixed",) if fixed_mass is not None else ())
@@ -337,7 +340,7 @@ def sample(
     if method == "tpcn":
         _check_tpcn_options(options)
     if method == "hmc":
-        _check_hmc_options(options, num_warmup)
+        _check_hmc_options(options, num_warmup if fixed_mass is None else 0)
     num_chains = positive_int("num_chains", num_chains)
     num_draws = positive_int("num_draws", num_draws)
     num_warmup = positive_int("num_warmup", num_warmup, minimum=0)
