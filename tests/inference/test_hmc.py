@@ -148,12 +148,27 @@ def test_failed_evaluations_have_weight_zero(generator):
         ({"num_warmup": 5}, "num_warmup >= 20"),
         ({"scale_tril": torch.eye(3, dtype=torch.float64)}, "scale_tril has shape"),
         ({"scale_tril": -torch.eye(2, dtype=torch.float64)}, "positive diagonal"),
+        ({"adapt_mass": 1}, "adapt_mass must be True or False"),
     ],
 )
 def test_bad_settings_are_errors(kwargs, match):
     posterior = linear_gaussian().posterior
     with pytest.raises(ValueError, match=match):
         hmc_init(posterior, torch.zeros(2, 2, dtype=torch.float64), **kwargs)
+
+
+def test_a_fixed_mass_stays_through_the_warm_up(generator):
+    """``adapt_mass=False``: any warm-up length, the step size adapts, the mass is the one given."""
+    problem = linear_gaussian(latent_dim=3, num_data=4, noise_std=0.1, seed=7)
+    tril = torch.linalg.cholesky(problem.cov)
+    z0 = problem.mean.expand(4, 3).clone()
+    state, z, info = run(problem.posterior, z0, generator, 5, 400, scale_tril=tril,
+                         adapt_mass=False)  # fmt: skip
+    torch.testing.assert_close(state.scale_tril, tril, rtol=0, atol=0)
+    assert int(state.mass_corrections.sum()) == 0
+    assert state.log_step_size != math.log(0.05)  # the step size adapted
+    assert not info.failed.any()
+    print("\n".join(assert_moments(z, problem.mean, problem.cov)))
 
 
 def test_bad_start_and_target_are_errors():
