@@ -249,6 +249,27 @@ def test_ar1_chains_have_the_known_ess(rng):
     assert abs(diag["min_ess_bulk_latent"] / expected - 1) < 0.2, (diag, expected)
 
 
+def test_the_log_likelihood_trace_has_the_known_ess(rng):
+    """The summed pointwise log-likelihood (MDGM's ESS measure) is an AR(1) trace split unevenly
+    over the 4 sensors: its ESS is that of AR(1); chains offset from each other give a large
+    R-hat; without the group both are NaN."""
+    phi = 0.5
+    trace = ar1(rng, phi, (4, 4000))
+    weights = np.array([0.1, 0.2, 0.3, 0.4])
+    z = rng.normal(size=(4, 4000, 2))
+    diag = results.diagnostics(idata_from(z, log_likelihood=trace[..., None] * weights))
+    expected = 4 * 4000 * (1 - phi) / (1 + phi)
+    assert abs(diag["ess_bulk_log_likelihood"] / expected - 1) < 0.2, (diag, expected)
+    assert diag["rhat_log_likelihood"] < 1.01
+    offset = trace + 3.0 * np.arange(4)[:, None]
+    diag = results.diagnostics(idata_from(z, log_likelihood=offset[..., None] * weights))
+    assert diag["rhat_log_likelihood"] > 2
+    idata = idata_from(z)
+    assert "log_likelihood" not in idata.groups()
+    diag = results.diagnostics(idata)
+    assert math.isnan(diag["ess_bulk_log_likelihood"]) and math.isnan(diag["rhat_log_likelihood"])
+
+
 def test_separated_chains_have_large_rhat(rng):
     z = rng.normal(size=(4, 500, 2)) + np.arange(4)[:, None, None] * 3.0
     diag = results.diagnostics(idata_from(z))

@@ -36,6 +36,7 @@ _ROWS = (
     ("min_ess_bulk_field", "min bulk ESS, field quantities and lp", "{:.0f}"),
     ("min_ess_tail_latent", "min tail ESS, latents", "{:.0f}"),
     ("min_ess_tail_field", "min tail ESS, field quantities and lp", "{:.0f}"),
+    ("ess_bulk_log_likelihood", "bulk ESS of the log-likelihood (MDGM's measure)", "{:.0f}"),
     ("acceptance_rate", "mean acceptance rate", "{:.3f}"),
     ("divergences", "divergences", "{:d}"),
     ("failed", "failed solves (counted rejections)", "{:d}"),

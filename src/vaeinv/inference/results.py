@@ -329,8 +329,11 @@ def diagnostics(idata: az.InferenceData) -> dict[str, Any]:
         ``expected_rel_l2_error`` ``sqrt(sum of the posterior variances) / ||truth||``, the
         root-mean-square error the posterior mean would have were the truth a draw of the
         posterior (``E ||x - mean||^2 = sum var``): a calibrated posterior's
-        ``rel_l2_error`` scatters around it (else all three ``None``). R-hat and ESS are
-        NaN when there are fewer than 4 draws.
+        ``rel_l2_error`` scatters around it (else all three ``None``);
+        ``rhat_log_likelihood`` and ``ess_bulk_log_likelihood``: R-hat and bulk ESS of the
+        total log-likelihood trace (the ``log_likelihood`` group summed over sensors), the
+        quantity whose ESS MDGM reported (NaN without that group). R-hat and ESS are NaN
+        when there are fewer than 4 draws.
     """
     posterior = idata.posterior
     out: dict[str, Any] = {
@@ -361,6 +364,13 @@ def diagnostics(idata: az.InferenceData) -> dict[str, Any]:
     out["acceptance_rate"] = float(rate.mean()) if rate is not None else math.nan
     out["divergences"] = stat_sum("diverging")
     out["failed"] = stat_sum("failed")
+
+    out["rhat_log_likelihood"] = out["ess_bulk_log_likelihood"] = math.nan
+    pointwise = getattr(idata, "log_likelihood", None)
+    if pointwise is not None and "y" in pointwise:
+        total = pointwise["y"].sum("sensor").rename("log_likelihood").to_dataset()
+        rhat, ess_bulk, _ = _extremes(total)
+        out["rhat_log_likelihood"], out["ess_bulk_log_likelihood"] = rhat, ess_bulk
 
     out["normalised_misfit"] = math.nan
     predictive = getattr(idata, "posterior_predictive", None)
