@@ -117,8 +117,9 @@ def test_nuts_continues_with_the_draws_covariance(problem, seed):
     assert torch.count_nonzero(diag - torch.diag(diag.diagonal())) == 0
 
 
-def test_the_same_extension_gives_the_same_draws_and_resumes(problem, seed, tmp_path):
-    run = sample(problem.posterior, "nuts", seed=seed, **QUICK)
+@pytest.mark.parametrize("method", ["nuts", "hmc"])
+def test_the_same_extension_gives_the_same_draws_and_resumes(problem, seed, method, tmp_path):
+    run = sample(problem.posterior, method, seed=seed, **{**QUICK, "num_warmup": 20})
     settings = {"num_draws": 12, "num_warmup": 5, "chunk_size": 4}
     first = extend_run(run, problem.posterior, progress=False, **settings)
     second = extend_run(run, problem.posterior, progress=False, **settings)
