@@ -178,7 +178,12 @@ def test_sample_with_a_fixed_mass(problem, seed):
         sample(problem.posterior, "nuts", inverse_mass_matrix=problem.cov, mass="pooled", **QUICK)
     hmc = sample(problem.posterior, "hmc", seed=seed, init=init, inverse_mass_matrix=problem.cov,
                  **QUICK)  # fmt: skip
+    # HMC with a fixed mass: no Laplace start, no mass windows (QUICK's 10 warm-up iterations
+    # are below the 20 the windows need, which a run without the fixed mass refuses)
+    assert "laplace_start_log_density" not in hmc.attrs
     assert "mass" not in json.loads(hmc.attrs["sampler_options"])
+    with pytest.raises(ValueError, match="num_warmup >= 20"):
+        sample(problem.posterior, "hmc", seed=seed, init=init, **QUICK)
     with pytest.raises(ValueError, match="has no mass matrix"):
         sample(problem.posterior, "pcn", inverse_mass_matrix=problem.cov, **QUICK)
     with pytest.raises(ValueError, match=r"shape \(2, 2\), expected \(3, 3\)"):

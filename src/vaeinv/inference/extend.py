@@ -175,11 +175,13 @@ def extend_run(
     record: dict[str, Any] = {"num_draws": num_draws, "num_warmup": num_warmup, "seed": seed}
     kwargs: dict[str, Any] = {}
     step = float(np.median(stats["step_size"].values[:, -1]))  # the chains' last step sizes
+    if method in ("nuts", "hmc"):  # the draws' covariance as the fixed mass
+        mass, kind = draws_covariance(z)
+        record["mass"] = f"{kind} covariance of the kept draws"
     if method == "nuts":
         num_chains = int(attrs["num_chains"])
         init = torch.zeros(num_chains, z.shape[-1], dtype=torch.float64)
         init[held] = last
-        mass, kind = draws_covariance(z)
         kwargs.update(
             num_chains=num_chains,
             init=init,
@@ -190,9 +192,7 @@ def extend_run(
         )
         if held != list(range(num_chains)):
             kwargs["chains"] = held
-        record["mass"] = f"{kind} covariance of the kept draws"
     elif method == "hmc":
-        mass, kind = draws_covariance(z)
         kwargs.update(
             num_chains=len(held),
             init=last,
@@ -200,7 +200,6 @@ def extend_run(
             step_size=step,
             **{k: options[k] for k in ("target_accept", "trajectory_length", "max_steps")},
         )
-        record["mass"] = f"{kind} covariance of the kept draws"
     else:
         kwargs.update(
             num_chains=len(held),
