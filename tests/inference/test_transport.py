@@ -147,3 +147,14 @@ def test_a_tpcn_run_counts_its_fit_and_resumes_bit_for_bit(problem, tmp_path):
 def test_bad_tpcn_settings_are_refused_before_any_work(problem, option, message):
     with pytest.raises(ValueError, match=message):
         sample(problem.posterior, "tpcn", **QUICK, **option)
+
+
+def test_the_progress_bar_shows_the_flow_fit(capsys):
+    """With the tqdm bar on, the fit posts ``flow_fit=25/25`` (text) to the bar beside the
+    acceptance (a number to 3 digits); a text postfix once crashed the run with a format
+    error at the fit's 25th step."""
+    problem = linear_gaussian()
+    sample(problem.posterior, "tpcn", seed=1, **{**QUICK, "progress": True},
+           **{**TINY_FLOW, "flow_steps": 25})  # fmt: skip
+    shown = capsys.readouterr().err
+    assert "done: 100%" in shown and "acc=" in shown

@@ -57,7 +57,8 @@ class Bar:
 
     def postfix(self, **values) -> None:
         if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
+            shown = {k: v if isinstance(v, str) else f"{v:.3g}" for k, v in values.items()}
+            self.bar.set_postfix(shown, refresh=False)
 
     def report(self, info: RunProgress) -> None:
         if self.bar is not None:
