@@ -158,3 +158,10 @@ def test_the_progress_bar_shows_the_flow_fit(capsys):
            **{**TINY_FLOW, "flow_steps": 25})  # fmt: skip
     shown = capsys.readouterr().err
     assert "done: 100%" in shown and "acc=" in shown
+    # the formatting itself: text as it is, numbers to 3 significant digits
+    from vaeinv.inference.progress import Bar
+
+    bar = Bar(True, 10, 0, "tpcn")
+    bar.postfix(flow_fit="25/25", acc=0.123456)
+    assert bar.bar.postfix == "flow_fit=25/25, acc=0.123"
+    bar.close()
