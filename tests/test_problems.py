@@ -395,7 +395,7 @@ def test_demo_problem():
 
 @pytest.mark.parametrize(
     ("name", "thin", "kept"),
-    [("demo", 2, 1000), ("mdgm-gaussian", 1, 1000), ("mdgm-channel", 1, 600)],
+    [("demo", 2, 1000), ("mdgm-gaussian", 1, 1000), ("mdgm-channel", 1, 900)],
 )
 def test_shipped_problems_thin_automatically_under_100_mb(name, thin, kept):
     """The shipped defaults resolve thin='auto' to keep z and log k of every kept draw in a
