@@ -85,7 +85,7 @@ def whitened_hessian(posterior, z: torch.Tensor, tril: torch.Tensor, h: float, b
 
 
 def probe(name: str, opts) -> list[dict]:
-    from vaeinv.inference.laplace import laplace_approximation
+    from vaeinv.approx.laplace import laplace_approximation
     from vaeinv.problems.load import load_problem
 
     posterior = load_problem(name).posterior()

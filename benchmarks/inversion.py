@@ -1,7 +1,7 @@
 """Inversion benchmark: vaeinv's samplers on the MDGM problems, against MDGM's published figures.
 
 For every problem (default ``mdgm-gaussian`` and ``mdgm-channel``) it runs, through
-``vaeinv.inference.runner.sample``, the configurations
+``vaeinv.sample``, the configurations
 
 * ``pcn``: the problem's VAE prior, pCN, 8 chains;
 * ``nuts``: the VAE prior, Pyro NUTS, 4 chains;
@@ -9,7 +9,7 @@ For every problem (default ``mdgm-gaussian`` and ``mdgm-channel``) it runs, thro
   mean 1, sd 0.75, length scale 0.2 for the Gaussian truth; the channel truth's own mean and sd
   for the channel case), pCN, 8 chains;
 * ``gpcn``: the VAE prior with the runner's ``"gpcn"`` method, 8 chains, when the runner has it
-  (``"gpcn" in runner.SAMPLER_OPTIONS``); otherwise the row says it was skipped;
+  (``"gpcn" in _methods()``); otherwise the row says it was skipped;
 * ``tpcn``: the VAE prior with transport-map pCN (``"tpcn"``: pCN in the reference space of a
   coupling flow fitted to the posterior; the fit's solves and gradients are counted), 8 chains;
 * ``hmc``: the VAE prior with the runner's batched HMC (``"hmc"``: jittered trajectory lengths,
@@ -106,6 +106,12 @@ class Report:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+def _methods() -> list[str]:
+    from vaeinv.kernels import available
+
+    return available()
 
 
 def log(msg: str) -> None:
@@ -246,7 +252,7 @@ def sample_kwargs(runner, draws: int, thin: int) -> dict[str, int]:
 
 def gf_prior(problem, opts):
     """The Gaussian-field baseline prior of ``problem`` (see ``GF_SETTINGS``)."""
-    from vaeinv.inference.gaussian_prior import GaussianFieldPrior
+    from vaeinv.priors.gaussian_field import GaussianFieldPrior
 
     cfg = dict(GF_SETTINGS.get(problem.name, GF_FALLBACK))
     truth = problem.truth
@@ -269,7 +275,8 @@ def gf_prior(problem, opts):
 
 def run_config(problem, posterior, key: str, s: dict, opts) -> dict:
     """One ``runner.sample`` call and its diagnostics."""
-    from vaeinv.inference import results, runner
+    from vaeinv import results
+    from vaeinv.runs import sampling as runner
 
     _, method = CONFIG_SETUP[key]
     options = dict(problem.sampler_defaults.options_for(method))
@@ -280,7 +287,7 @@ def run_config(problem, posterior, key: str, s: dict, opts) -> dict:
             options["max_tree_depth"] = QUICK_MAX_TREE_DEPTH
     if method == "tpcn" and opts.quick:
         options.update(QUICK_FLOW)
-    valid = runner.SAMPLER_OPTIONS.get(method, {})
+    valid = runner.sampler_options(method) if method in _methods() else {}
     options = {k: v for k, v in options.items() if k in valid}
     kwargs = sample_kwargs(runner, s["draws"], s["thin"])
     chunk = max(1, (s["draws"] // s["thin"]) // 10)
@@ -395,7 +402,7 @@ def measure_bookkeeping(posterior, num_chains: int, steps: int, seed: int) -> di
     untimed steps). Adaptation stays on, as in warm-up (the slightly costlier case)."""
     import torch
 
-    from vaeinv.inference.pcn import pcn_init, pcn_step
+    from vaeinv.kernels.pcn import pcn_init, pcn_step
 
     timed = TimedPosterior(posterior)
     gen = torch.Generator().manual_seed(seed)
@@ -532,7 +539,6 @@ def main(args=None) -> dict:
     import torch
 
     import vaeinv
-    from vaeinv.inference import runner
     from vaeinv.problems import load_problem
 
     if opts.threads is not None:
@@ -583,12 +589,9 @@ def main(args=None) -> dict:
         if k in opts.methods
     )
     out(f"- runs (chains x (warm-up + iterations after warm-up), thinning): {runs}")
-    has_gpcn = "gpcn" in runner.SAMPLER_OPTIONS
+    has_gpcn = "gpcn" in _methods()
     if "gpcn" in opts.methods and not has_gpcn:
-        out(
-            "- gpcn: skipped, the runner has no method 'gpcn' "
-            f"(runner.SAMPLER_OPTIONS: {sorted(runner.SAMPLER_OPTIONS)})"
-        )
+        out(f"- gpcn: skipped, the runner has no method 'gpcn' (registered: {_methods()})")
     out()
 
     rows: list[dict] = []
@@ -599,7 +602,7 @@ def main(args=None) -> dict:
         posteriors: dict[str, object] = {}
         for key in opts.methods:
             prior_kind, method = CONFIG_SETUP[key]
-            if method not in runner.SAMPLER_OPTIONS:
+            if method not in _methods():
                 rows.append(
                     {
                         "problem": problem.name,

@@ -56,7 +56,7 @@ def evaluate(prior, generator_obj, heldout, num_samples: int, seed: int) -> dict
 def main(args=None) -> list[dict]:
     from vaeinv import Prior
     from vaeinv.fields import generate_dataset
-    from vaeinv.recipes import load_recipe
+    from vaeinv.priors.recipes import load_recipe
     from vaeinv.vae import VAEConfig, train
     from vaeinv.vae.calibration import fit_latent_gaussian
 

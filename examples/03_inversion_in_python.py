@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 import vaeinv
-from vaeinv import DarcyFlow, GaussianFieldPrior, Grid, PointSensors, Posterior, Prior
+from vaeinv import DarcyFlow, GaussianFieldPrior, Grid, PointSensors, Posterior, Prior, results
 from vaeinv.fields import GaussianRandomField
-from vaeinv.inference import results
 
 
 def synthetic_data(grid: Grid, seed: int):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from test_problems import TINY, write_tiny_problem
+from vaeinv import results
 from vaeinv.cli import main
-from vaeinv.inference import results
 from vaeinv.physics import SolverWarning
 
 # a short run: the tiny problem's defaults are 2 chains, 30 warm-up, 60 draws in chunks of 20
@@ -88,7 +88,7 @@ def test_thin_from_the_problem_and_auto_from_the_flag(tiny, tmp_path):
 
 def _interrupt_after_first_chunk(monkeypatch):
     """Make the runner raise KeyboardInterrupt once the first chunk is on disk."""
-    from vaeinv.inference import runner
+    from vaeinv.runs import sampling as runner
 
     real = runner.sample
 
@@ -307,7 +307,7 @@ def test_parts_run_with_only_chains_merge_into_the_whole_run(tiny, tmp_path, cap
 
 
 def test_split_rhat_and_the_summary_table(generator):
-    from vaeinv.inference.report import split_rhat, summary_table
+    from vaeinv.results.report import split_rhat, summary_table
 
     draws = torch.randn(4, 2000, 3, generator=generator, dtype=torch.float64).numpy()
     rhat = split_rhat(draws)

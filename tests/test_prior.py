@@ -8,7 +8,7 @@ from pyro.infer import HMC, MCMC, SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 from vaeinv import Grid
-from vaeinv.prior import Prior, shipped_priors
+from vaeinv.priors.vae import Prior, shipped_priors
 from vaeinv.vae import VAEConfig, init_vae, save_checkpoint
 
 
@@ -119,12 +119,12 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_unknown_name_with_installed_priors(tmp_path, monkeypatch):
-    from vaeinv import prior as prior_module
+    from vaeinv.priors import vae as prior_module
 
     for name in ("gaussian64", "channel64"):
         save_checkpoint(tmp_path / name, tiny_vae())
     (tmp_path / "empty").mkdir()
-    monkeypatch.setattr(prior_module, "_priors_folder", lambda: tmp_path)
+    monkeypatch.setattr(prior_module, "priors_folder", lambda: tmp_path)
     assert shipped_priors() == ["channel64", "gaussian64"]
     with pytest.raises(ValueError, match=r"unknown prior 'x' .*; known: channel64, gaussian64$"):
         Prior.load("x")

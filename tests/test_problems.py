@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from vaeinv.problems import (
-    SAMPLER_OPTIONS,
     list_problems,
     load_problem,
     make_data,
@@ -210,7 +209,7 @@ def test_prior_override_and_the_gaussian_field_prior(tiny):
         (
             'method = "pcn"',
             'method = "mala"',
-            r"\[sampler\] method must be one of 'pcn', 'gpcn', 'tpcn', 'hmc', 'nuts'",
+            r"\[sampler\] method must be one of 'gpcn', 'hmc', 'nuts', 'pcn', 'tpcn'",
         ),
         (
             "num_draws = 60",
@@ -343,12 +342,16 @@ def test_prior_whose_grid_does_not_match_the_physics(tiny):
         load_problem(tiny).posterior(prior="channel64")
 
 
-def test_sampler_options_match_the_runner():
-    from vaeinv.inference.runner import SAMPLER_OPTIONS as RUNNER_OPTIONS
+def test_problem_files_know_every_option_of_every_registered_kernel():
+    """A problem's [sampler.<method>] table accepts exactly the kernel's declared options."""
+    from vaeinv.kernels import registry
+    from vaeinv.problems import check_sampler_options, sampler_option_names
 
-    assert {m: set(o) for m, o in SAMPLER_OPTIONS.items()} == {
-        m: set(o) for m, o in RUNNER_OPTIONS.items()
-    }
+    for method in registry.available():
+        assert set(sampler_option_names(method)) == set(registry.get(method).Options.names())
+        check_sampler_options(method, registry.get(method).Options.defaults())
+        with pytest.raises(ValueError, match="unknown key 'no_such_option'"):
+            check_sampler_options(method, {"no_such_option": 1})
 
 
 # ---------------------------------------------------------------------------- shipped problems
@@ -400,7 +403,7 @@ def test_demo_problem():
 def test_shipped_problems_thin_automatically_under_100_mb(name, thin, kept):
     """The shipped defaults resolve thin='auto' to keep z and log k of every kept draw in a
     result under 100 MB (the 256-latent float32 VAE priors on 64 x 64 cells)."""
-    from vaeinv.inference.runner import RESULT_BUDGET_BYTES, resolve_thin
+    from vaeinv.runs.sampling import RESULT_BUDGET_BYTES, resolve_thin
 
     problem = load_problem(name)
     s = problem.sampler_defaults

@@ -4,7 +4,7 @@ import pytest
 
 from vaeinv import Prior
 from vaeinv.cli import main
-from vaeinv.recipes import load_recipe
+from vaeinv.priors.recipes import load_recipe
 
 TINY = """
 name = "tiny"
@@ -40,7 +40,7 @@ def test_shipped_recipes_are_valid():
 
     import vaeinv
 
-    folder = Path(vaeinv.__file__).parent / "priors"
+    folder = Path(vaeinv.__file__).parent / "priors" / "shipped"
     recipes = sorted(folder.glob("*/recipe.toml"))
     assert {r.parent.name for r in recipes} >= {"gaussian64", "channel64"}
     for path in recipes:

@@ -1,44 +1,49 @@
 """vaeinv: Bayesian inversion of subsurface properties with deep generative priors.
 
 The public API, in the order data flows through it: the grid, the prior's training fields, the
-VAE and the prior users import, the physics, then inference (the posterior, the samplers and
-``sample``, which returns ArviZ ``InferenceData``).
+VAE and the priors users import, the physics, the posterior, the kernels, and ``sample``, which
+runs any registered kernel and returns ArviZ ``InferenceData``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-from . import fields, inference, physics, vae
+from . import fields, kernels, physics, vae
 from .grid import Grid
-from .inference import GaussianFieldPrior, Posterior
 from .physics import DarcyFlow, DarcyFlowFiPy, PointSensors
-from .prior import Prior
+from .posterior import Posterior
+from .priors import GaussianFieldPrior, LatentPrior, Prior
+from .provenance import package_version
 
-try:
-    __version__ = version("vaeinv")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+__version__ = package_version("vaeinv")
 
 __all__ = [
     "DarcyFlow",
     "DarcyFlowFiPy",
     "GaussianFieldPrior",
     "Grid",
+    "LatentPrior",
     "PointSensors",
     "Posterior",
     "Prior",
     "__version__",
+    "extend_run",
     "fields",
-    "inference",
+    "kernels",
+    "merge_runs",
     "physics",
     "sample",
     "vae",
 ]
 
+_LAZY = {"sample": "sample", "extend_run": "extend_run", "merge_runs": "merge_runs"}
+
 
 def __getattr__(name: str):
-    # `sample` imports ArviZ (through vaeinv.inference.results): loaded on first use
-    if name == "sample":
-        from .inference.runner import sample
+    # the run functions import ArviZ (through vaeinv.results): loaded on first use
+    if name in _LAZY:
+        from . import runs
 
-        return sample
+        return getattr(runs, _LAZY[name])
+    if name in ("results", "runs"):
+        from importlib import import_module
+
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

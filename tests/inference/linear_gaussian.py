@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from vaeinv import Grid
-from vaeinv.inference.posterior import Posterior
+from vaeinv.posterior.target import Posterior
 
 __all__ = ["LinearGaussian", "ess", "linear_gaussian", "mcse_mean"]
 

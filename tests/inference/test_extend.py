@@ -12,10 +12,11 @@ import pytest
 import torch
 from test_runner import arrays, assert_same_draws
 
-from vaeinv.inference import results
-from vaeinv.inference.extend import DEFAULT_WARMUP, draws_covariance, extend_run
-from vaeinv.inference.merge import merge_runs
-from vaeinv.inference.runner import sample
+from vaeinv import results
+from vaeinv.kernels import registry
+from vaeinv.runs.extend import draws_covariance, extend_run
+from vaeinv.runs.merge import merge_runs
+from vaeinv.runs.sampling import sample
 
 from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
@@ -74,7 +75,7 @@ def test_the_run_is_kept_and_the_extension_appended(problem, seed, method, tmp_p
     again = extend_run(results.load(tmp_path / "longer.nc"), problem.posterior, num_draws=2,
                        progress=False)  # fmt: skip
     records = json.loads(again.attrs["extensions"])
-    assert len(records) == 2 and records[1]["num_warmup"] == DEFAULT_WARMUP[method]
+    assert len(records) == 2 and records[1]["num_warmup"] == registry.get(method).extension_warmup
     assert records[0]["seed"] != records[1]["seed"]  # each extension its own stream
     assert again.posterior.sizes["draw"] == 11
 

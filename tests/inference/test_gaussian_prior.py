@@ -10,7 +10,7 @@ import torch
 
 from vaeinv import Grid
 from vaeinv.fields.gaussian import GaussianRandomField
-from vaeinv.inference.gaussian_prior import GaussianFieldPrior
+from vaeinv.priors.gaussian_field import GaussianFieldPrior
 
 GRID = Grid(nx=6, ny=5)
 KERNEL_CASES = [
@@ -248,8 +248,8 @@ def test_samplers_recover_the_closed_form_posterior_on_the_gaussian_field_prior(
     and three noisy cell readings (a linear forward map) the posterior of ``z`` is Gaussian in
     closed form, and ``vaeinv.sample`` recovers its moments within 4 Monte Carlo standard
     errors (seed 0)."""
-    from vaeinv.inference.posterior import Posterior
-    from vaeinv.inference.runner import sample
+    from vaeinv.posterior.target import Posterior
+    from vaeinv.runs.sampling import sample
 
     from linear_gaussian import assert_moments
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from vaeinv.inference.gpcn import (
+from vaeinv.kernels.gpcn import (
     GPCNState,
     LaplaceApproximation,
     freeze_adaptation,
@@ -18,9 +18,9 @@ from vaeinv.inference.gpcn import (
     gpcn_step,
     laplace_approximation,
 )
-from vaeinv.inference.pcn import PCNInfo
-from vaeinv.inference.posterior import Posterior
+from vaeinv.kernels.pcn import PCNInfo
 from vaeinv.physics import SolverError
+from vaeinv.posterior.target import Posterior
 
 from linear_gaussian import assert_moments, ess, linear_gaussian
 

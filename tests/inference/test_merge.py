@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_runner import assert_same_draws
 
-from vaeinv.inference import results
-from vaeinv.inference.merge import merge_runs
-from vaeinv.inference.nuts import nuts_run
-from vaeinv.inference.runner import sample
+from vaeinv import results
+from vaeinv.kernels.nuts import nuts_run
+from vaeinv.runs.merge import merge_runs
+from vaeinv.runs.sampling import sample
 
 from linear_gaussian import linear_gaussian
 

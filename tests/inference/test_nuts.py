@@ -9,7 +9,9 @@ import math
 import pytest
 import torch
 
-from vaeinv.inference.nuts import NUTSResult, chain_seed, nuts_run
+from vaeinv.kernels.nuts import NUTSResult, chain_seed
+from vaeinv.kernels.nuts import nuts_run as _nuts_run
+from vaeinv.kernels.nuts_chain import ChainSettings
 from vaeinv.physics import SolverError
 
 from linear_gaussian import assert_moments, linear_gaussian
@@ -169,6 +171,15 @@ def test_max_tree_depth_is_respected(problem):
     assert (result.step_size == 0.01).all()
 
 
+_SETTINGS = ("target_accept", "max_tree_depth", "full_mass", "adapt", "adapt_mass_matrix")
+
+
+def nuts_run(posterior, z0, **kwargs):
+    """``nuts_run`` with the chain settings given by name, as ``ChainSettings`` fields."""
+    settings = {k: kwargs.pop(k) for k in _SETTINGS if k in kwargs}
+    return _nuts_run(posterior, z0, settings=ChainSettings(**settings), **kwargs)
+
+
 def _bad(**kwargs):
     base = dict(num_draws=5, num_warmup=5, seed=0)
     base.update(kwargs)
@@ -180,9 +191,9 @@ def _bad(**kwargs):
     [
         (torch.zeros(2), _bad(), r"z0 has shape \(2,\), expected \(num_chains, 2\)"),
         (torch.zeros(1, 3), _bad(), r"z0 has shape \(1, 3\), expected \(num_chains, 2\)"),
-        (torch.zeros(1, 2), _bad(num_draws=0), r"num_draws must be an integer >= 1, got 0"),
+        (torch.zeros(1, 2), _bad(num_draws=0, num_warmup=0), r"num_draws \+ num_warmup >= 1"),
         (torch.zeros(1, 2), _bad(num_warmup=-1), r"num_warmup must be an integer >= 0, got -1"),
-        (torch.zeros(1, 2), _bad(num_draws=2.5), r"num_draws must be an integer >= 1, got 2.5"),
+        (torch.zeros(1, 2), _bad(num_draws=2.5), r"num_draws must be an integer >= 0, got 2.5"),
         (torch.zeros(1, 2), _bad(target_accept=1.0), r"target_accept must be in \(0, 1\)"),
         (torch.zeros(1, 2), _bad(max_tree_depth=0), r"max_tree_depth must be an integer >= 1"),
         (torch.zeros(1, 2), _bad(seed=-1), r"seed must be a non-negative integer, got -1"),

@@ -10,15 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from vaeinv.inference.pcn import (
+from vaeinv.kernels.pcn import (
     PCNInfo,
     PCNState,
     freeze_adaptation,
     pcn_init,
     pcn_step,
 )
-from vaeinv.inference.posterior import Posterior
 from vaeinv.physics import SolverError
+from vaeinv.posterior.target import Posterior
 
 from linear_gaussian import assert_moments, linear_gaussian
 

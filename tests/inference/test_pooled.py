@@ -11,15 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from vaeinv.inference.merge import merge_runs
-from vaeinv.inference.pooled import (
-    MIN_POOLED_WARMUP,
-    pooled_schedule,
-    pooled_warmup,
-    spiked_covariance,
-)
-from vaeinv.inference.runner import sample
+from vaeinv.approx.pooled import MIN_POOLED_WARMUP, pooled_schedule, spiked_covariance
+from vaeinv.kernels.nuts_pooled import pooled_warmup
 from vaeinv.problems import check_sampler_options
+from vaeinv.runs.merge import merge_runs
+from vaeinv.runs.sampling import sample
 
 from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
@@ -181,7 +177,7 @@ def test_nuts_pooled_parts_merge_with_their_own_estimates(problem):
 def test_nuts_mass_option_is_checked(problem):
     """A problem file's [sampler.nuts] mass takes the same values as vaeinv.sample's."""
     assert check_sampler_options("nuts", {"mass": "pooled"}) == {"mass": "pooled"}
-    with pytest.raises(ValueError, match=r"\[sampler.nuts\] mass must be one of .*'dense'"):
+    with pytest.raises(ValueError, match=r"\[sampler.nuts\]: NUTS mass must be one of .*'dense'"):
         check_sampler_options("nuts", {"mass": "dense"}, "[sampler.nuts]")
     quick = {"num_chains": 2, "num_draws": 5, "progress": False}
     with pytest.raises(ValueError, match=r"mass must be one of .* got 'dense'"):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from vaeinv import Grid
-from vaeinv.inference.gaussian_prior import GaussianFieldPrior
-from vaeinv.inference.posterior import Posterior
 from vaeinv.physics import DarcyFlow, PointSensors
-from vaeinv.prior import Prior
+from vaeinv.posterior.target import Posterior
+from vaeinv.priors.gaussian_field import GaussianFieldPrior
+from vaeinv.priors.vae import Prior
 
 GRID = Grid(nx=6, ny=5)
 LATENT = 3
@@ -249,7 +249,7 @@ def test_to_cuda_matches_cpu(generator):
 def test_from_callables_defaults(generator):
     decode, forward, _, _ = linear_callables(generator)
     post = Posterior.from_callables(decode, forward, [1.0, 2.0, 3.0, 4.0], 1.0, 2)
-    assert post.name == "custom" and post.prior is None and post.physics is None
+    assert post.name == "custom" and post.prior.standard_normal and post.physics is None
     assert post.field_shape == GRID.shape and post.grid is None
     # callables receive float64 latents whatever the dtype of z
     assert post.predict(torch.zeros(5, 2, dtype=torch.float32)).shape == (5, 4)

@@ -14,9 +14,8 @@ import pytest
 import torch
 import xarray as xr
 
-from vaeinv import Grid, PointSensors
-from vaeinv.inference import results
-from vaeinv.inference.report import summary_table
+from vaeinv import Grid, PointSensors, results
+from vaeinv.results.report import summary_table
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -114,6 +113,7 @@ def test_groups_dims_names_and_attrs(rng, method):
             "pyro-ppl",
             "arviz",
             "xarray",
+            "safetensors",
         }
         assert "created_at" in attrs
 

@@ -21,11 +21,13 @@ import pytest
 import safetensors.torch
 import torch
 
-from vaeinv import Grid
-from vaeinv.inference import _draws, results, runner, thinning
-from vaeinv.inference.posterior import Posterior
-from vaeinv.inference.run_checkpoint import RunCheckpoint
-from vaeinv.inference.runner import RunProgress, auto_thin, resolve_thin, sample
+from vaeinv import Grid, results
+from vaeinv.posterior.target import Posterior
+from vaeinv.runs import draws as _draws
+from vaeinv.runs import sampling as runner
+from vaeinv.runs import thinning
+from vaeinv.runs.checkpoint import RunCheckpoint
+from vaeinv.runs.sampling import RunProgress, auto_thin, resolve_thin, sample
 
 from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
@@ -376,7 +378,7 @@ def test_kill_9_loses_at_most_the_chunk_in_progress(problem, seed, tmp_path):
         import sys, time
         sys.path.insert(0, {str(HERE)!r})
         from linear_gaussian import linear_gaussian
-        from vaeinv.inference.runner import sample
+        from vaeinv.runs.sampling import sample
 
         def slow(field, prediction):
             time.sleep(0.005)
@@ -501,7 +503,9 @@ def test_bad_arguments(problem, kwargs, message):
 def test_integer_options_of_real_settings_are_one_setting(problem, seed, tmp_path):
     """``step_size=1`` is ``step_size=1.0`` (recorded as a float); integer settings stay
     integers; a run checkpointed with one resumes with the other."""
-    options = runner._check_options("nuts", {"step_size": 1, "max_tree_depth": 5})
+    from vaeinv.kernels import registry
+
+    options = registry.get("nuts").Options(step_size=1, max_tree_depth=5).as_dict()
     assert type(options["step_size"]) is float and type(options["max_tree_depth"]) is int
     folder = tmp_path / "run"
     with pytest.raises(Stop):

@@ -11,11 +11,11 @@ import torch
 from test_gpcn import gaussian
 from test_transport import random_map
 
-from vaeinv.inference.gpcn import gpcn_init, gpcn_step
-from vaeinv.inference.hmc import freeze_hmc, hmc_init, hmc_step
-from vaeinv.inference.nuts import nuts_run
-from vaeinv.inference.pcn import freeze_adaptation, pcn_init, pcn_step
-from vaeinv.inference.transport import tpcn_init, tpcn_step
+from vaeinv.kernels.gpcn import gpcn_init, gpcn_step
+from vaeinv.kernels.hmc import freeze_hmc, hmc_init, hmc_step
+from vaeinv.kernels.nuts import nuts_run
+from vaeinv.kernels.pcn import freeze_adaptation, pcn_init, pcn_step
+from vaeinv.kernels.tpcn import tpcn_init, tpcn_step
 
 from linear_gaussian import linear_gaussian
 

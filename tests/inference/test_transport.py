@@ -11,15 +11,10 @@ import pytest
 import torch
 from test_runner import assert_same_draws
 
-from vaeinv.inference.pcn import freeze_adaptation
-from vaeinv.inference.runner import sample
-from vaeinv.inference.transport import (
-    CouplingFlow,
-    TransportMap,
-    fit_transport,
-    tpcn_init,
-    tpcn_step,
-)
+from vaeinv.approx.transport import CouplingFlow, TransportMap, fit_transport
+from vaeinv.kernels.pcn import freeze_adaptation
+from vaeinv.kernels.tpcn import tpcn_init, tpcn_step
+from vaeinv.runs.sampling import sample
 
 from interrupt import Stop, stop_after
 from linear_gaussian import assert_moments, linear_gaussian
@@ -159,7 +154,7 @@ def test_the_progress_bar_shows_the_flow_fit(capsys):
     shown = capsys.readouterr().err
     assert "done: 100%" in shown and "acc=" in shown
     # the formatting itself: text as it is, numbers to 3 significant digits
-    from vaeinv.inference.progress import Bar
+    from vaeinv.runs.progress import Bar
 
     bar = Bar(True, 10, 0, "tpcn")
     bar.postfix(flow_fit="25/25", acc=0.123456)

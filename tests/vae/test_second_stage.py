@@ -7,7 +7,7 @@ import torch
 
 from vaeinv import Grid
 from vaeinv.fields import GaussianRandomField
-from vaeinv.prior import Prior
+from vaeinv.priors.vae import Prior
 from vaeinv.vae import init_vae, save_checkpoint
 from vaeinv.vae.flow import FlowConfig, LatentFlow, fit_latent_flow
 from vaeinv.vae.residual import ResidualField, fit_residual_field

@@ -9,13 +9,13 @@ from typing import Any, ClassVar
 import torch
 
 from ..grid import Grid
-from ._checks import (
+from .gaussian import GaussianRandomField
+from .validation import (
     ConfigMixin,
     as_generator,
     check_grid,
     check_number,
 )
-from .gaussian import GaussianRandomField
 
 __all__ = ["ThresholdedGaussianField"]
 

@@ -12,8 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ._checks import grid_config, grid_from_config
+from ..provenance import package_version
 from .registry import GENERATORS, FieldGenerator, generator_from_config
+from .validation import grid_config, grid_from_config
 
 __all__ = ["DATASET_FORMAT", "FieldDataset", "generate_dataset", "load_dataset"]
 
@@ -67,8 +68,6 @@ def generate_dataset(
     Raises:
         ValueError: an unknown generator object, or a bad ``num`` or ``seed``.
     """
-    from .. import __version__
-
     if type(generator_obj) not in GENERATORS.values():
         raise ValueError(
             f"generator_obj must be one of {', '.join(c.__name__ for c in GENERATORS.values())}, "
@@ -90,7 +89,7 @@ def generate_dataset(
         "config": generator_obj.config(),
         "seed": seed,
         "num": num,
-        "version": __version__,
+        "version": package_version("vaeinv"),
         "grid": grid_config(generator_obj.grid),
     }
     tensors = {"fields": fields.contiguous()}

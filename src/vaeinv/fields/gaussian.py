@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from ..grid import Grid
-from ._checks import (
+from .embedding import EmbeddingInfo, initial_shape, sqrt_spectra
+from .kernels import KERNELS, correlation, scaled_distance
+from .validation import (
     ConfigMixin,
     as_generator,
     check_choice,
@@ -18,8 +20,6 @@ from ._checks import (
     check_number,
     check_range,
 )
-from .embedding import EmbeddingInfo, initial_shape, sqrt_spectra
-from .kernels import KERNELS, correlation, scaled_distance
 
 __all__ = ["GaussianRandomField"]
 

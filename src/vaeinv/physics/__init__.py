@@ -1,7 +1,17 @@
-"""Flow physics: the differentiable Darcy solver, its FiPy reference, and sensors."""
+"""Flow physics: the forward-model protocol, the differentiable Darcy solver, its FiPy
+reference, and sensors."""
 
+from .base import CallableForward, SensorReadings
 from .darcy import DarcyFlow, SolverError, SolverWarning
 from .fipy_backend import DarcyFlowFiPy
 from .sensors import PointSensors
 
-__all__ = ["DarcyFlow", "DarcyFlowFiPy", "PointSensors", "SolverError", "SolverWarning"]
+__all__ = [
+    "CallableForward",
+    "DarcyFlow",
+    "DarcyFlowFiPy",
+    "PointSensors",
+    "SensorReadings",
+    "SolverError",
+    "SolverWarning",
+]

@@ -58,13 +58,12 @@ The data file's sensor positions must be those of ``[sensors]``, in the same ord
 [`make_data`][vaeinv.problems.make_data] regenerates it from the truth.
 """
 
-from ._checks import SAMPLER_OPTIONS, check_sampler_options
+from ._checks import check_sampler_options, sampler_option_names
 from .files import make_data, make_truth, read_truth
 from .load import list_problems, load_problem, problems_folder
 from .spec import PhysicsSpec, PriorSpec, Problem, SamplerDefaults
 
 __all__ = [
-    "SAMPLER_OPTIONS",
     "PhysicsSpec",
     "PriorSpec",
     "Problem",
@@ -76,4 +75,5 @@ __all__ = [
     "make_truth",
     "problems_folder",
     "read_truth",
+    "sampler_option_names",
 ]

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..inference.gaussian_prior import _CONFIG_KEYS as _GAUSSIAN_FIELD_KEYS
-from ..inference.runner import NUTS_MASSES
+from ..kernels import registry
+from ..priors.gaussian_field import CONFIG_KEYS as _GAUSSIAN_FIELD_KEYS
 
 _TOP_KEYS = (
     "name",
@@ -33,51 +33,23 @@ _TRUTH_FORMATS = ("log_k", "mdgm-k")
 _DATA_KEYS = ("file", "noise_kind", "noise_fraction", "seed")
 _NOISE_KINDS = ("absolute", "relative")
 _DATA_COLUMNS = ("x", "y", "value", "noise_std")
-_METHODS = ("pcn", "gpcn", "tpcn", "hmc", "nuts")
-#: The options of each sampling method that a problem's ``[sampler.<method>]`` table (or
-#: ``vaeinv invert --option``) may set; they are passed on to ``vaeinv.sample``.
-SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "pcn": ("step_size", "target_accept"),
-    "gpcn": ("step_size", "target_accept", "inflation", "laplace_steps", "laplace_lr"),
-    "tpcn": (
-        "step_size",
-        "target_accept",
-        "laplace_steps",
-        "laplace_lr",
-        "flow_steps",
-        "flow_particles",
-        "flow_layers",
-        "flow_hidden",
-        "flow_lr",
-    ),
-    "hmc": (
-        "step_size",
-        "target_accept",
-        "trajectory_length",
-        "max_steps",
-        "laplace_steps",
-        "laplace_lr",
-    ),
-    "nuts": (
-        "target_accept",
-        "max_tree_depth",
-        "full_mass",
-        "step_size",
-        "mass",
-        "laplace_steps",
-        "laplace_lr",
-    ),
-}
-_SAMPLER_KEYS = (
-    "method",
-    "num_chains",
-    "num_draws",
-    "num_warmup",
-    "thin",
-    "seed",
-    "chunk_size",
-    *_METHODS,
-)
+
+
+def sampler_option_names(method: str) -> tuple[str, ...]:
+    """The options of ``method`` that a problem's ``[sampler.<method>]`` table (or
+    ``vaeinv invert --option``) may set; they are passed on to ``vaeinv.sample``."""
+    return registry.get(method).Options.names()
+
+
+_RUN_KEYS = ("method", "num_chains", "num_draws", "num_warmup", "thin", "seed", "chunk_size")
+
+
+def sampler_keys() -> tuple[str, ...]:
+    """The keys of a problem's ``[sampler]`` table: the run's settings and one table per
+    registered method."""
+    return (*_RUN_KEYS, *registry.available())
+
+
 #: Position tolerance when matching the data file's sensors to ``[sensors]``.
 _XY_TOL = 1e-9
 
@@ -129,33 +101,18 @@ def _file(folder: Path, value: Any, name: str, must_exist: bool = True) -> Path:
 
 
 def check_sampler_options(method: str, options: Any, where: str = "sampler options") -> dict:
-    """Check a method's sampler options (names from `SAMPLER_OPTIONS`, values by type).
+    """Check a method's sampler options against its kernel's ``Options`` (names and values).
+
+    Returns:
+        the options as given (the defaults are not filled in).
 
     Raises:
         ValueError: an unknown method or option (the valid ones listed), or a bad value.
     """
-    _choice(method, "method", _METHODS)
-    _check_keys(options, SAMPLER_OPTIONS[method], f"{where} (options of {method!r})")
-    out = dict(options)
-    for key, value in options.items():
-        if key == "target_accept":
-            v = _float(value, f"{where} target_accept")
-            if not 0 < v < 1:
-                raise ValueError(f"{where} target_accept must be in (0, 1), got {value!r}")
-        elif key == "step_size":
-            v = _float(value, f"{where} step_size", positive=True)
-            if method in ("pcn", "gpcn", "tpcn") and v > 1:
-                raise ValueError(f"{where} step_size (pCN beta) must be in (0, 1], got {value!r}")
-        elif key in ("inflation", "laplace_lr", "flow_lr", "trajectory_length"):
-            _float(value, f"{where} {key}", positive=True)
-        elif key in ("laplace_steps", "flow_steps", "flow_layers"):
-            _int(value, f"{where} {key}", 0)
-        elif key in ("flow_particles", "flow_hidden"):
-            _int(value, f"{where} {key}", 1)
-        elif key in ("max_tree_depth", "max_steps"):
-            _int(value, f"{where} {key}", 1)
-        elif key == "mass":
-            _choice(value, f"{where} mass", NUTS_MASSES)
-        elif key == "full_mass" and not isinstance(value, bool):
-            raise ValueError(f"{where} full_mass must be true or false, got {value!r}")
-    return out
+    _choice(method, "method", tuple(registry.available()))
+    _check_keys(options, sampler_option_names(method), f"{where} (options of {method!r})")
+    try:
+        registry.get(method).Options.from_mapping(options, method)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return dict(options)

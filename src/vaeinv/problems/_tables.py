@@ -10,17 +10,16 @@ import numpy as np
 import torch
 
 from ..grid import SIDES, Grid
+from ..kernels import registry
 from ._checks import (
     _DATA_COLUMNS,
     _DATA_KEYS,
     _FIELD_PRIOR_KEYS,
     _GRID_KEYS,
-    _METHODS,
     _NOISE_KINDS,
     _PHYSICS_KEYS,
     _PRIOR_KEYS,
     _PRIOR_KINDS,
-    _SAMPLER_KEYS,
     _SENSOR_KEYS,
     _TRUTH_FORMATS,
     _TRUTH_KEYS,
@@ -32,6 +31,7 @@ from ._checks import (
     _int,
     _require,
     check_sampler_options,
+    sampler_keys,
 )
 from .files import _read_csv, read_truth
 from .spec import PhysicsSpec, PriorSpec, SamplerDefaults
@@ -177,11 +177,11 @@ def _data(raw: dict, folder: Path, sensors_xy: torch.Tensor, require: bool):
 
 
 def _sampler(raw: dict) -> SamplerDefaults:
-    table = _check_keys(raw.get("sampler", {}), _SAMPLER_KEYS, "[sampler]")
+    table = _check_keys(raw.get("sampler", {}), sampler_keys(), "[sampler]")
     base = SamplerDefaults()
     kwargs: dict[str, Any] = {}
     if "method" in table:
-        kwargs["method"] = _choice(table["method"], "[sampler] method", _METHODS)
+        kwargs["method"] = _choice(table["method"], "[sampler] method", tuple(registry.available()))
     for key, least in (
         ("num_chains", 1),
         ("num_draws", 1),
@@ -205,7 +205,7 @@ def _sampler(raw: dict) -> SamplerDefaults:
                 )
         kwargs["thin"] = thin
     options = {}
-    for method in _METHODS:
+    for method in registry.available():
         if method in table:
             options[method] = check_sampler_options(method, table[method], f"[sampler.{method}]")
     return SamplerDefaults(**{**base.__dict__, **kwargs, "options": options})

@@ -47,7 +47,7 @@ class PriorSpec:
         kind: ``"vae"`` (a checkpoint) or ``"gaussian-field"`` (the Gaussian-field baseline).
         name: for ``"vae"``: a shipped prior's name or a checkpoint path.
         options: for ``"gaussian-field"``: the keyword arguments of
-            ``vaeinv.inference.GaussianFieldPrior`` (besides the grid).
+            ``vaeinv.GaussianFieldPrior`` (besides the grid).
     """
 
     kind: str
@@ -57,10 +57,10 @@ class PriorSpec:
     def build(self, grid: Grid):
         """Load or build the prior; a Gaussian-field prior is built on ``grid``."""
         if self.kind == "vae":
-            from ..prior import Prior
+            from ..priors.vae import Prior
 
             return Prior.load(self.name)
-        from ..inference.gaussian_prior import GaussianFieldPrior
+        from ..priors.gaussian_field import GaussianFieldPrior
 
         return GaussianFieldPrior(grid, **self.options)
 
@@ -85,7 +85,8 @@ class SamplerDefaults:
             (``num_draws`` counts the iterations per chain after warm-up).
         thin: keep every ``thin``-th iteration (an integer in ``[1, num_draws]``), or
             ``"auto"`` (the runner picks the smallest that keeps the result under about 100 MB).
-        options: per method, the options passed to ``vaeinv.sample`` (see `SAMPLER_OPTIONS`).
+        options: per method, the options passed to ``vaeinv.sample`` (see
+            `vaeinv.runs.sampler_options`).
     """
 
     method: str = "pcn"
@@ -171,7 +172,7 @@ class Problem:
         if isinstance(prior, str | Path):
             if str(prior) == "gaussian-field":
                 return PriorSpec("gaussian-field").build(self.grid)
-            from ..prior import Prior
+            from ..priors.vae import Prior
 
             return Prior.load(prior)
         return prior
@@ -186,13 +187,13 @@ class Problem:
             device: move the posterior there (default: the prior's device).
 
         Returns:
-            a ``vaeinv.inference.Posterior``.
+            a ``vaeinv.Posterior``.
 
         Raises:
             ValueError: no data, or a prior whose grid is not the problem's (both named), or any
                 check of the posterior's composition.
         """
-        from ..inference.posterior import Posterior
+        from ..posterior import Posterior
 
         if self.data is None:
             raise ValueError(f"problem {self.name!r} has no data file {str(self.data_file)!r}")

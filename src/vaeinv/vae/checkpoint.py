@@ -14,7 +14,6 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import safetensors.torch
 import torch
 
 from ..grid import Grid
+from ..provenance import versions, write_json
 from .calibration import with_latent_prior
 from .config import VAEConfig, from_dict, to_dict
 from .networks import VAE, init_vae
@@ -73,15 +73,6 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def versions() -> dict[str, str]:
-    """Versions of vaeinv, torch and safetensors, recorded in every file written."""
-    try:
-        own = version("vaeinv")
-    except PackageNotFoundError:
-        own = "0+unknown"
-    return {"vaeinv": own, "torch": torch.__version__, "safetensors": safetensors.__version__}
-
-
 def check_safetensors(path: Path) -> None:
     """Raise ``ValueError`` unless ``path`` is a safetensors file (header length + JSON)."""
     size = path.stat().st_size
@@ -110,13 +101,6 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
     safetensors.torch.save_file(cpu, str(tmp))
     os.replace(tmp, path)
     return sha256_file(path)
-
-
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def resolve(path: str | Path, default_stem: str = "model") -> tuple[Path, Path]:

@@ -187,22 +187,7 @@ def train(
     model = init_vae(model_config, cfg.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
-    header = {
-        "model_config": to_dict(model_config),
-        "train_config": to_dict(cfg),
-        "data_sha256": hashlib.sha256(fields.numpy().data).hexdigest(),
-        "num_fields": len(fields),
-    }
-    info = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0}
-    info["stopped_early"] = False
-    if (out / f"{STEM}.json").exists():
-        if not resume:
-            raise ValueError(
-                f"{out} already holds a training run; pass resume=True or use a new folder"
-            )
-        info = load_train_state(out, model, optimizer, generator)
-        _check_same_run(info["header"], header)
-    out.mkdir(parents=True, exist_ok=True)
+    header, info = _start(model_config, cfg, fields, out, resume, (model, optimizer, generator))
     meta = {"grid": grid, "generator_config": generator_config, "train_config": to_dict(cfg)}
     n_batches = math.ceil(len(train_index) / cfg.batch_size)
     bar = tqdm(
@@ -231,15 +216,9 @@ def train(
                     device, None,
                 )  # fmt: skip
             record = {"epoch": epoch, "train": train_terms, "val": val_terms}
-            record["seconds"] = time.perf_counter() - start
-            record["lr"] = epoch_lr(cfg, epoch)
+            record.update(seconds=time.perf_counter() - start, lr=epoch_lr(cfg, epoch))
             info["history"].append(record)
-            monitored = (val_terms or train_terms)["total"]
-            if not math.isfinite(monitored):
-                raise RuntimeError(
-                    f"training diverged: loss {monitored} at epoch {epoch}; lower lr, set "
-                    "grad_clip, or rescale the fields (field_shift, field_scale)"
-                )
+            monitored = _finite((val_terms or train_terms)["total"], epoch)
             losses = {"train": train_terms, "val": val_terms}
             if monitored < info["best_loss"]:
                 info.update(best_loss=monitored, best_epoch=epoch, bad_epochs=0)
@@ -248,8 +227,7 @@ def train(
                 info["bad_epochs"] += 1
             save_checkpoint(out / "last.safetensors", model, losses=losses, **meta)
             info["stopped_early"] = cfg.patience is not None and info["bad_epochs"] >= cfg.patience
-            info["epoch"] = epoch
-            info["header"] = header
+            info.update(epoch=epoch, header=header)
             shown = {k: f"{train_terms[k]:.4g}" for k in ("reconstruction", "kl")}
             bar.set_postfix(**shown, monitored=f"{monitored:.4g}", best=f"{info['best_loss']:.4g}")
             write_history(out / "history.json", info["history"], {**header, **_summary(info)})
@@ -263,6 +241,38 @@ def train(
         stopped_early=info["stopped_early"],
         out_dir=out,
     )
+
+
+def _start(model_config, cfg, fields, out: Path, resume: bool, trained) -> tuple[dict, dict]:
+    """``(header, info)`` of a new run, or of the run saved in ``out`` (``resume``), its
+    model, optimizer and generator (``trained``) restored; ``out`` created."""
+    model, optimizer, generator = trained
+    header = {
+        "model_config": to_dict(model_config),
+        "train_config": to_dict(cfg),
+        "data_sha256": hashlib.sha256(fields.numpy().data).hexdigest(),
+        "num_fields": len(fields),
+    }
+    info = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0}
+    info["stopped_early"] = False
+    if (out / f"{STEM}.json").exists():
+        if not resume:
+            raise ValueError(
+                f"{out} already holds a training run; pass resume=True or use a new folder"
+            )
+        info = load_train_state(out, model, optimizer, generator)
+        _check_same_run(info["header"], header)
+    out.mkdir(parents=True, exist_ok=True)
+    return header, info
+
+
+def _finite(monitored: float, epoch: int) -> float:
+    if not math.isfinite(monitored):
+        raise RuntimeError(
+            f"training diverged: loss {monitored} at epoch {epoch}; lower lr, set "
+            "grad_clip, or rescale the fields (field_shift, field_scale)"
+        )
+    return monitored
 
 
 @contextmanager
