@@ -265,3 +265,17 @@ def test_load_tree_reads_a_nested_tree(tmp_path):
     files = load_tree(tmp_path)
     assert sorted(files) == ["fields/a.py", "inference/__init__.py"]
     assert check_layering(files) == ["fields/a.py:1 imports vaeinv.inference.x (from inference)"]
+
+
+def test_the_old_inference_names_still_resolve_with_a_warning():
+    """Code written against ``vaeinv.inference`` keeps running, warned where each name is."""
+    import vaeinv.inference as old
+    from vaeinv.posterior.target import Posterior
+
+    with pytest.warns(DeprecationWarning, match="moved to vaeinv.posterior.target"):
+        assert old.Posterior is Posterior
+    for name in old.__all__:
+        with pytest.warns(DeprecationWarning):
+            getattr(old, name)
+    with pytest.raises(AttributeError, match="no attribute 'runner'"):
+        old.runner  # noqa: B018

@@ -114,7 +114,7 @@ class Prior(LatentPrior):
         Args:
             name_or_path: a checkpoint path (``.safetensors``, ``.json`` or a folder holding
                 ``model.safetensors``), or a name listed by
-                [`shipped_priors`][vaeinv.prior.shipped_priors].
+                [`shipped_priors`][vaeinv.priors.vae.shipped_priors].
 
         Raises:
             ValueError: an unknown name (the known ones listed), or a bad checkpoint.
