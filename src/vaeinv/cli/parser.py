@@ -190,10 +190,24 @@ def _finetune(args) -> int:
     return 0
 
 
+_DESCRIPTION = """\
+Bayesian inversion of subsurface properties with deep generative priors.
+
+  vaeinv invert demo --out out/demo.nc       sample the posterior of a shipped problem
+  vaeinv report out/demo.nc                  its summary table and figures
+  vaeinv train RECIPE --out DIR              train a VAE prior of your own
+
+Each command's options: vaeinv COMMAND --help."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="vaeinv", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="vaeinv",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"vaeinv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     fwd = sub.add_parser("forward", help="solve the flow problem on a random field, draw it")
@@ -239,7 +253,7 @@ def _add_inversion_commands(sub) -> None:
     """``invert``, ``merge``, ``extend`` and ``report``."""
     inv = sub.add_parser(
         "invert",
-        help="sample the posterior of a problem (pCN, gpCN, tpCN or NUTS), write an "
+        help=f"sample the posterior of a problem ({', '.join(registry.available())}), write an "
         "InferenceData file",
         description="Sample the posterior of a problem. Flags override the problem's [sampler] "
         "defaults. Draws are checkpointed in OUT.partial/ as the run goes on; --resume "

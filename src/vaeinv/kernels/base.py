@@ -8,8 +8,8 @@ state, info = kernel.step(target, state, generator, adapt=..., options=...)   # 
 state = kernel.end_warmup(state)                            # fix what warm-up adapted
 ```
 
-- The **state** is a ``NamedTuple`` of tensors (``z (C, d)`` first, then whatever the kernel
-  caches: log-likelihoods, predictions, the decoded field, step sizes). A checkpoint saves its
+- The **state** is a ``NamedTuple`` of tensors (among them ``z (C, d)``, and what the
+  kernel caches: log-likelihoods, predictions, the decoded field, step sizes). A checkpoint saves
   tensors and restores it with ``kernel.state_type(**tensors)``, so a resumed chain continues bit
   for bit. An entry named ``field`` (the decoded ``z``) and ``prediction`` are kept with the
   draws; without them the run loop decodes and solves each kept draw once more.

@@ -48,17 +48,20 @@ from typing import NamedTuple
 import torch
 
 from ..approx.laplace import LaplaceApproximation, laplace_approximation
-from .base import Kernel, Options, check_fraction, check_positive
+from .base import Kernel, check_positive
 from .pcn import (
     PCNInfo,
+    PCNOptions,
     _accept,
     _adapted,
     _evaluate,
     _step_noise,
     check_standard_normal,
+    finite_starts,
     freeze_adaptation,
+    initial_beta,
 )
-from .starts import INIT_SCALE, laplace_start
+from .starts import INIT_SCALE, LaplaceStartOptions, laplace_start
 
 __all__ = [
     "GPCNState",
@@ -146,10 +149,7 @@ def gpcn_init(
     if not isinstance(z0, torch.Tensor) or z0.dim() != 2 or z0.shape[0] < 1 or z0.shape[1] != d:
         got = tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0).__name__
         raise ValueError(f"z0 has shape {got}, expected (num_chains, {d}) with num_chains >= 1")
-    z = z0.detach().to(device=posterior.device, dtype=torch.float64)
-    if not torch.isfinite(z).all():
-        bad = tuple(int(i) for i in torch.nonzero(~torch.isfinite(z))[0])
-        raise ValueError(f"z0 must be finite, got {z[bad].item()} at index {bad}")
+    z = finite_starts(z0, posterior.device)
     if not (math.isfinite(float(inflation)) and float(inflation) > 0):
         raise ValueError(f"inflation must be positive and finite, got {inflation!r}")
     mean = torch.as_tensor(laplace.mean, dtype=torch.float64).detach().to(posterior.device)
@@ -168,17 +168,7 @@ def gpcn_init(
             f"laplace.scale_tril has diagonal entry {float(tril[i, i])} at {i}; expected > 0"
         )
     tril = math.sqrt(float(inflation)) * tril
-    num_chains = z.shape[0]
-    beta = torch.as_tensor(step_size, dtype=torch.float64).detach().to(posterior.device)
-    if beta.dim() == 0:
-        beta = beta.expand(num_chains).clone()
-    if beta.shape != (num_chains,):
-        raise ValueError(
-            f"step_size has shape {tuple(beta.shape)}, expected a number or ({num_chains},)"
-        )
-    if not ((beta > 0) & (beta <= 1)).all():
-        bad = beta[~((beta > 0) & (beta <= 1))][0].item()
-        raise ValueError(f"step_size (beta) must be in (0, 1], got {bad}")
+    beta = initial_beta(step_size, z.shape[0], posterior.device)
     prediction, log_likelihood = _evaluate(posterior, z)
     log_likelihood = torch.where(
         torch.isnan(log_likelihood), torch.full_like(log_likelihood, -math.inf), log_likelihood
@@ -278,29 +268,17 @@ def gpcn_step(
 
 
 @dataclass(frozen=True)
-class GPCNOptions(Options):
-    """gpCN's options.
-
-    Attributes:
-        step_size: the initial ``beta`` in ``(0, 1]``.
-        target_accept: the adaptation's target acceptance rate, in ``(0, 1)``.
-        inflation: the proposal covariance is ``inflation`` times the Laplace covariance.
-        laplace_steps: Adam steps of each start's ascent before the Gauss-Newton steps.
-        laplace_lr: the ascent's learning rate.
-    """
+class GPCNOptions(LaplaceStartOptions, PCNOptions):
+    """gpCN's options: pCN's (``step_size`` from 0.5), the Laplace start's, and ``inflation``,
+    the factor of the Laplace covariance in the proposal."""
 
     step_size: float = 0.5
-    target_accept: float = 0.25
     inflation: float = 1.0
-    laplace_steps: int = 30
-    laplace_lr: float = 0.05
 
     def validate(self) -> None:
-        check_fraction("step_size (pCN beta)", self.step_size, closed=True)
-        check_fraction("target_accept", self.target_accept)
+        PCNOptions.validate(self)
+        LaplaceStartOptions.validate(self)
         check_positive("inflation", self.inflation)
-        check_positive("laplace_steps", self.laplace_steps, integer=True)
-        check_positive("laplace_lr", self.laplace_lr)
 
 
 class GPCNKernel(Kernel):

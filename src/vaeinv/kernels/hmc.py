@@ -49,9 +49,9 @@ import torch
 
 from ..approx.pooled import pooled_schedule
 from .adaptation import DualAveraging
-from .base import Kernel, Options, check_fraction, check_positive
+from .base import Kernel, check_fraction, check_positive
 from .hmc_trajectory import DIVERGENCE_THRESHOLD, HMCInfo, _evaluate_grad, hmc_step
-from .starts import INIT_SCALE, laplace_start
+from .starts import INIT_SCALE, LaplaceStartOptions, laplace_start
 
 __all__ = ["DIVERGENCE_THRESHOLD", "HMCInfo", "HMCState", "freeze_hmc", "hmc_init", "hmc_step"]
 
@@ -201,8 +201,8 @@ def freeze_hmc(state: HMCState) -> HMCState:
 
 
 @dataclass(frozen=True)
-class HMCOptions(Options):
-    """Batched HMC's options.
+class HMCOptions(LaplaceStartOptions):
+    """Batched HMC's options (and the Laplace start's).
 
     Attributes:
         step_size: the initial leapfrog step size (dual-averaged in warm-up).
@@ -210,23 +210,19 @@ class HMCOptions(Options):
         trajectory_length: the longest trajectory in units of the mass-whitened posterior;
             each iteration integrates ``u`` times it, ``u ~ U(0, 1)``.
         max_steps: leapfrogs per iteration at most.
-        laplace_steps, laplace_lr: the Laplace start (as gpCN's).
     """
 
     step_size: float = 0.05
     target_accept: float = 0.8
     trajectory_length: float = 3.0
     max_steps: int = 1024
-    laplace_steps: int = 30
-    laplace_lr: float = 0.05
 
     def validate(self) -> None:
+        super().validate()
         for name in ("step_size", "trajectory_length"):
             check_positive(f"HMC option {name}", getattr(self, name))
         check_fraction("HMC target_accept", self.target_accept)
         check_positive("HMC option max_steps", self.max_steps, integer=True, minimum=1)
-        check_positive("laplace_steps", self.laplace_steps, integer=True)
-        check_positive("laplace_lr", self.laplace_lr)
 
 
 class HMCKernel(Kernel):

@@ -19,11 +19,11 @@ from typing import NamedTuple
 import torch
 
 from ..approx.pooled import POOLED_STAGES, pooled_schedule
-from .base import Kernel, Options, check_fraction, check_positive
+from .base import Kernel, check_fraction, check_positive
 from .nuts import nuts_run
 from .nuts_chain import ChainSettings
 from .nuts_pooled import pooled_warmup
-from .starts import INIT_SCALE, STREAM_NUTS, STREAM_POOLED, laplace_start
+from .starts import INIT_SCALE, STREAM_NUTS, STREAM_POOLED, LaplaceStartOptions, laplace_start
 
 __all__ = ["NUTS_MASSES", "NUTSKernel", "NUTSOptions", "NUTSState"]
 
@@ -50,8 +50,8 @@ class NUTSState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class NUTSOptions(Options):
-    """NUTS's options.
+class NUTSOptions(LaplaceStartOptions):
+    """NUTS's options (and the Laplace start's, for ``mass="laplace"`` and ``"pooled"``).
 
     Attributes:
         target_accept: the step-size adaptation's target, in ``(0, 1)``.
@@ -59,7 +59,6 @@ class NUTSOptions(Options):
         full_mass: adapt a dense inverse mass matrix (``mass="adapt"``).
         step_size: the initial step size (default: Pyro's search from 1).
         mass: ``"adapt"``, ``"laplace"``, ``"pooled"`` or ``"fixed"`` (module docstring).
-        laplace_steps, laplace_lr: the Laplace start of ``"laplace"`` and ``"pooled"``.
     """
 
     target_accept: float = 0.8
@@ -67,10 +66,9 @@ class NUTSOptions(Options):
     full_mass: bool = False
     step_size: float | None = None
     mass: str = "adapt"
-    laplace_steps: int = 30
-    laplace_lr: float = 0.05
 
     def validate(self) -> None:
+        super().validate()
         check_fraction("target_accept", self.target_accept)
         check_positive("max_tree_depth", self.max_tree_depth, integer=True, minimum=1)
         if not isinstance(self.full_mass, bool):
@@ -79,8 +77,6 @@ class NUTSOptions(Options):
             check_positive("step_size", self.step_size)
         if self.mass not in (*NUTS_MASSES, "fixed"):
             raise ValueError(f"NUTS mass must be one of {NUTS_MASSES}, got {self.mass!r}")
-        check_positive("laplace_steps", self.laplace_steps, integer=True)
-        check_positive("laplace_lr", self.laplace_lr)
 
 
 class NUTSKernel(Kernel):

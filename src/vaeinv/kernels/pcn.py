@@ -98,6 +98,30 @@ def _evaluate(posterior, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _evaluate_field(posterior, z)[1:]
 
 
+def finite_starts(z0: torch.Tensor, device) -> torch.Tensor:
+    """``z0`` as float64 on ``device``, checked finite (the bad entry named)."""
+    z = z0.detach().to(device=device, dtype=torch.float64)
+    if not torch.isfinite(z).all():
+        bad = tuple(int(i) for i in torch.nonzero(~torch.isfinite(z))[0])
+        raise ValueError(f"z0 must be finite, got {z[bad].item()} at index {bad}")
+    return z
+
+
+def initial_beta(step_size, num_chains: int, device) -> torch.Tensor:
+    """The chains' initial ``beta``: a number or one per chain, each in ``(0, 1]``."""
+    beta = torch.as_tensor(step_size, dtype=torch.float64).detach().to(device)
+    if beta.dim() == 0:
+        beta = beta.expand(num_chains).clone()
+    if beta.shape != (num_chains,):
+        raise ValueError(
+            f"step_size has shape {tuple(beta.shape)}, expected a number or ({num_chains},)"
+        )
+    if not ((beta > 0) & (beta <= 1)).all():
+        bad = beta[~((beta > 0) & (beta <= 1))][0].item()
+        raise ValueError(f"step_size (beta) must be in (0, 1], got {bad}")
+    return beta
+
+
 def pcn_init(posterior, z0: torch.Tensor, step_size: float | torch.Tensor = 0.25) -> PCNState:
     """Start ``C`` chains at ``z0`` (one batched prediction).
 
@@ -124,21 +148,8 @@ def pcn_init(posterior, z0: torch.Tensor, step_size: float | torch.Tensor = 0.25
     if not isinstance(z0, torch.Tensor) or z0.dim() != 2 or z0.shape[0] < 1 or z0.shape[1] != d:
         got = tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0).__name__
         raise ValueError(f"z0 has shape {got}, expected (num_chains, {d}) with num_chains >= 1")
-    z = z0.detach().to(device=posterior.device, dtype=torch.float64)
-    if not torch.isfinite(z).all():
-        bad = tuple(int(i) for i in torch.nonzero(~torch.isfinite(z))[0])
-        raise ValueError(f"z0 must be finite, got {z[bad].item()} at index {bad}")
-    num_chains = z.shape[0]
-    beta = torch.as_tensor(step_size, dtype=torch.float64).detach().to(posterior.device)
-    if beta.dim() == 0:
-        beta = beta.expand(num_chains).clone()
-    if beta.shape != (num_chains,):
-        raise ValueError(
-            f"step_size has shape {tuple(beta.shape)}, expected a number or ({num_chains},)"
-        )
-    if not ((beta > 0) & (beta <= 1)).all():
-        bad = beta[~((beta > 0) & (beta <= 1))][0].item()
-        raise ValueError(f"step_size (beta) must be in (0, 1], got {bad}")
+    z = finite_starts(z0, posterior.device)
+    beta = initial_beta(step_size, z.shape[0], posterior.device)
     field, prediction, log_likelihood = _evaluate_field(posterior, z)
     log_step = beta.log()
     return PCNState(

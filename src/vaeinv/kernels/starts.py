@@ -10,9 +10,12 @@ draws), streams 10 and 11 the stages of NUTS's pooled warm-up.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..approx.laplace import laplace_approximation
+from .base import Options, check_positive
 
 __all__ = [
     "INIT_SCALE",
@@ -21,6 +24,7 @@ __all__ = [
     "STREAM_NUTS",
     "STREAM_POOLED",
     "STREAM_TRANSPORT",
+    "LaplaceStartOptions",
     "derived_seed",
     "laplace_start",
 ]
@@ -36,6 +40,24 @@ def derived_seed(seed: int, stream: int) -> int:
     """The seed of stream ``stream`` of a run seeded ``seed`` (a 63-bit integer)."""
     state = np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0]
     return int(state) & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class LaplaceStartOptions(Options):
+    """The options of a kernel that starts from a Laplace approximation (gpCN, tpCN, HMC, NUTS
+    with a Laplace or pooled mass).
+
+    Attributes:
+        laplace_steps: Adam steps of each start's ascent before the Gauss-Newton steps.
+        laplace_lr: the ascent's learning rate.
+    """
+
+    laplace_steps: int = 30
+    laplace_lr: float = 0.05
+
+    def validate(self) -> None:
+        check_positive("laplace_steps", self.laplace_steps, integer=True)
+        check_positive("laplace_lr", self.laplace_lr)
 
 
 def laplace_start(run):

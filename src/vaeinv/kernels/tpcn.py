@@ -12,10 +12,17 @@ from typing import NamedTuple
 import torch
 
 from ..approx.transport import CouplingFlow, TransportMap, fit_transport
-from .base import Kernel, Options, check_fraction, check_positive
+from .base import Kernel, check_positive
 from .gpcn import weighted_decision
-from .pcn import PCNInfo, _evaluate, _pcn_proposal, check_standard_normal, freeze_adaptation
-from .starts import INIT_SCALE, STREAM_TRANSPORT, laplace_start
+from .pcn import (
+    PCNInfo,
+    PCNOptions,
+    _evaluate,
+    _pcn_proposal,
+    check_standard_normal,
+    freeze_adaptation,
+)
+from .starts import INIT_SCALE, STREAM_TRANSPORT, LaplaceStartOptions, laplace_start
 
 __all__ = ["TPCNKernel", "TPCNOptions", "TPCNState", "tpcn_init", "tpcn_step"]
 
@@ -25,23 +32,21 @@ class TPCNState(NamedTuple):
 
     Attributes:
         u: ``(C, d)`` current reference points.
+        log_weight: ``(C,)`` cached ``log w(u)`` (``-inf`` for a failed start).
         z: ``(C, d)`` their latents ``T(u)``.
         log_likelihood: ``(C,)`` cached log-likelihood (``-inf`` for a failed start).
         prediction: ``(C, m)`` cached ``posterior.predict(z)``.
-        log_step_size: ``(C,)`` ``log beta`` of the next step, ``<= 0``.
-        adapt_count: ``()`` int64 adaptation steps taken so far.
-        log_step_avg: ``(C,)`` averaged ``log beta``, used once frozen.
-        log_weight: ``(C,)`` cached ``log w(u)`` (``-inf`` for a failed start).
+        log_step_size, log_step_avg, adapt_count: the step size's adaptation, as pCN's.
     """
 
     u: torch.Tensor
+    log_weight: torch.Tensor
     z: torch.Tensor
     log_likelihood: torch.Tensor
     prediction: torch.Tensor
     log_step_size: torch.Tensor
-    adapt_count: torch.Tensor
     log_step_avg: torch.Tensor
-    log_weight: torch.Tensor
+    adapt_count: torch.Tensor
 
 
 def _evaluate_reference(posterior, transport: TransportMap, u: torch.Tensor):
@@ -120,13 +125,10 @@ def tpcn_step(
 
 
 @dataclass(frozen=True)
-class TPCNOptions(Options):
-    """tpCN's options.
+class TPCNOptions(LaplaceStartOptions, PCNOptions):
+    """tpCN's options: pCN's (``step_size`` from 0.5), the Laplace start's, and the flow's.
 
     Attributes:
-        step_size: the initial ``beta`` in ``(0, 1]``.
-        target_accept: the adaptation's target acceptance rate, in ``(0, 1)``.
-        laplace_steps, laplace_lr: the Laplace approximation the flow starts from (as gpCN's).
         flow_steps: Adam steps of the variational fit.
         flow_particles: reference draws per fitting step.
         flow_layers: coupling layers of the flow.
@@ -135,9 +137,6 @@ class TPCNOptions(Options):
     """
 
     step_size: float = 0.5
-    target_accept: float = 0.25
-    laplace_steps: int = 30
-    laplace_lr: float = 0.05
     flow_steps: int = 2000
     flow_particles: int = 8
     flow_layers: int = 8
@@ -145,14 +144,13 @@ class TPCNOptions(Options):
     flow_lr: float = 1e-3
 
     def validate(self) -> None:
-        check_fraction("step_size (pCN beta)", self.step_size, closed=True)
-        check_fraction("target_accept", self.target_accept)
-        for key, minimum in (("laplace_steps", 0), ("flow_steps", 0), ("flow_layers", 0)):
+        PCNOptions.validate(self)
+        LaplaceStartOptions.validate(self)
+        for key, minimum in (("flow_steps", 0), ("flow_layers", 0)):
             check_positive(key, getattr(self, key), integer=True, minimum=minimum)
         for key in ("flow_particles", "flow_hidden"):
             check_positive(key, getattr(self, key), integer=True, minimum=1)
-        for key in ("flow_lr", "laplace_lr"):
-            check_positive(key, getattr(self, key))
+        check_positive("flow_lr", self.flow_lr)
 
 
 class TPCNKernel(Kernel):

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..kernels.starts import derived_seed
 from ..provenance import versions
 from .checkpoint import FORMAT, FORMAT_VERSION, RunCheckpoint, check_fingerprint
 from .progress import Bar, RunProgress
-from .seeds import derived_seed
 
 if TYPE_CHECKING:
     from ..kernels.base import Kernel, Options

@@ -47,9 +47,9 @@ import xarray as xr
 
 from .. import results
 from ..kernels import registry
+from ..kernels.starts import derived_seed
 from .progress import RunProgress
 from .sampling import sample, sha256
-from .seeds import derived_seed
 from .thinning import positive_int
 
 if TYPE_CHECKING:  # results is the one package that imports arviz at run time

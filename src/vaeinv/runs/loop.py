@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from ..kernels.starts import STREAM_KERNEL
 from .draws import finish_chunk
 from .progress import Bar
-from .seeds import STREAM_KERNEL
 
 if TYPE_CHECKING:
     from .checkpoint import RunCheckpoint

@@ -52,12 +52,12 @@ import torch
 
 from .. import results
 from ..kernels import registry
+from ..kernels.starts import INIT_SCALE, STREAM_INIT, derived_seed
 from ..provenance import jsonable
 from .checkpoint import RunCheckpoint
 from .context import RunContext
 from .loop import execute
 from .progress import RunProgress
-from .seeds import INIT_SCALE, STREAM_INIT, derived_seed
 from .thinning import RESULT_BUDGET_BYTES, auto_thin, positive_int, resolve_thin
 
 if TYPE_CHECKING:  # results is the one package that imports arviz at run time
