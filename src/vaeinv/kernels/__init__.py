@@ -11,7 +11,17 @@ The functional forms (``pcn_init`` / ``pcn_step``, ``hmc_init`` / ``hmc_step``, 
 ...) are in the kernels' modules.
 """
 
-from .base import KEPT_STATS, Kernel, Options
+from .base import KEPT_STATS, Kernel, Options, check_fraction, check_positive
 from .registry import available, get, register, unregister
 
-__all__ = ["KEPT_STATS", "Kernel", "Options", "available", "get", "register", "unregister"]
+__all__ = [
+    "KEPT_STATS",
+    "Kernel",
+    "Options",
+    "available",
+    "check_fraction",
+    "check_positive",
+    "get",
+    "register",
+    "unregister",
+]

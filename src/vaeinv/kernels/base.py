@@ -28,7 +28,8 @@ state = kernel.end_warmup(state)                            # fix what warm-up a
 
 Register a kernel with [`vaeinv.kernels.register`][vaeinv.kernels.registry.register]; then
 ``vaeinv.sample(posterior, method=name)`` runs it with chunks, checkpoints, resume, thinning
-and progress, and ``vaeinv invert --method name`` from a problem file.
+and progress, and a problem file loaded in the same process may name it. (The ``vaeinv``
+command knows the built-in kernels only.)
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ class Kernel:
         name: the method name ``vaeinv.sample`` and the CLI select it by.
         Options: the kernel's `Options` dataclass.
         state_type: the state's ``NamedTuple`` class (a checkpoint rebuilds the state from it).
-        state_key: the prefix of the state's tensors in a checkpoint.
+        state_key: the prefix of the state's tensors in a checkpoint (default: ``name``; the
+            pCN family and HMC keep the historical ``"pcn"``).
         state_on_device: a restored state's tensors go to the posterior's device (``False``
             keeps them on the CPU, as NUTS's RNG states must be).
         independent_chains: chains run with their own random streams, so that a run may
@@ -154,7 +156,7 @@ class Kernel:
     name: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
     state_type: ClassVar[type] = NamedTuple
-    state_key: ClassVar[str] = "pcn"
+    state_key: ClassVar[str | None] = None
     state_on_device: ClassVar[bool] = True
     independent_chains: ClassVar[bool] = False
     resumable_warmup: ClassVar[bool] = True

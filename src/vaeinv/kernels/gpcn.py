@@ -287,6 +287,7 @@ class GPCNKernel(Kernel):
     of it, ``N(m, INIT_SCALE^2 C)``, from the run's generator."""
 
     name = "gpcn"
+    state_key = "pcn"  # the checkpoint prefix the format has always used
     Options = GPCNOptions
     state_type = GPCNState
     extension_refusal = (

@@ -234,6 +234,7 @@ class HMCKernel(Kernel):
     and the warm-up adapts the step size only."""
 
     name = "hmc"
+    state_key = "pcn"  # the checkpoint prefix the format has always used
     Options = HMCOptions
     state_type = HMCState
     mass_matrix = True

@@ -308,6 +308,7 @@ class PCNKernel(Kernel):
     """Batched pCN (this module): chains start at the run's over-dispersed starts."""
 
     name = "pcn"
+    state_key = "pcn"  # the checkpoint prefix the format has always used
     Options = PCNOptions
     state_type = PCNState
     extension_warmup = 100

@@ -160,6 +160,7 @@ class TPCNKernel(Kernel):
     generator. The fitted map is kept in the checkpoint."""
 
     name = "tpcn"
+    state_key = "pcn"  # the checkpoint prefix the format has always used
     Options = TPCNOptions
     state_type = TPCNState
     extension_refusal = (

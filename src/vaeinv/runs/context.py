@@ -154,7 +154,7 @@ class RunContext:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"generator": self.generator.get_state()}
-        prefix = self.kernel.state_key
+        prefix = self.kernel.state_key or self.kernel.name
         if self.state is not None:
             items = self.state._asdict().items()
             out.update({f"{prefix}.{k}": v for k, v in items if v is not None})
@@ -175,7 +175,7 @@ class RunContext:
         self.chunks = [store.read_chunk(i) for i in range(int(meta["chunks_written"]))]
         self.generator.set_state(tensors["generator"])
         device = self.target.device
-        prefix = self.kernel.state_key + "."
+        prefix = (self.kernel.state_key or self.kernel.name) + "."
         saved = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if saved:
             fields = self.kernel.state_type._fields

@@ -72,7 +72,8 @@ class FinishedRun:
         num_chains: the run's chains (all parts together).
         held: the chains this result holds.
         last: ``(len(held), d)`` float64 each held chain's last kept draw.
-        last_step_size: the median of the chains' last step sizes.
+        last_step_size: the median of the chains' last step sizes (``None`` when the run
+            recorded no ``step_size``).
         mass: ``(d, d)`` the covariance of the kept draws (kernels with a mass matrix).
         mass_kind: ``"dense"`` or ``"diagonal"`` (see `draws_covariance`).
     """
@@ -81,7 +82,7 @@ class FinishedRun:
     num_chains: int
     held: list[int]
     last: torch.Tensor
-    last_step_size: float
+    last_step_size: float | None
     mass: torch.Tensor | None
     mass_kind: str | None
 
@@ -214,6 +215,14 @@ def extend_run(
     return _append(idata, more, attrs, record)
 
 
+def _last_step_size(idata) -> float | None:
+    """The median of the chains' last step sizes (``None`` for a kernel that records none)."""
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None or "step_size" not in stats:
+        return None
+    return float(np.median(stats["step_size"].values[:, -1]))
+
+
 def _finished(idata, attrs: dict[str, Any], with_mass: bool) -> FinishedRun:
     z = idata.posterior["z"].transpose("chain", "draw", "latent").values
     mass, kind = draws_covariance(z) if with_mass else (None, None)
@@ -222,8 +231,7 @@ def _finished(idata, attrs: dict[str, Any], with_mass: bool) -> FinishedRun:
         num_chains=int(attrs["num_chains"]),
         held=[int(c) for c in idata.posterior["chain"].values],
         last=torch.from_numpy(np.ascontiguousarray(z[:, -1], dtype=np.float64)),
-        # the chains' last step sizes
-        last_step_size=float(np.median(idata.sample_stats["step_size"].values[:, -1])),
+        last_step_size=_last_step_size(idata),
         mass=mass,
         mass_kind=kind,
     )
