@@ -40,6 +40,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..coupling import AffineCouplings
 from ..physics.darcy import SolverError
 
 __all__ = ["CouplingFlow", "TransportFit", "TransportMap", "fit_transport"]
@@ -48,7 +49,7 @@ __all__ = ["CouplingFlow", "TransportFit", "TransportMap", "fit_transport"]
 _CLIP = 100.0
 
 
-class CouplingFlow(nn.Module):
+class CouplingFlow(AffineCouplings):
     """``g: R^d -> R^d``, affine coupling layers, the identity at initialisation (float64).
 
     Args:
@@ -60,7 +61,6 @@ class CouplingFlow(nn.Module):
     """
 
     def __init__(self, dim: int, layers: int, hidden: int, seed: int) -> None:
-        super().__init__()
         if dim < 2:
             raise ValueError(f"a coupling flow needs at least 2 dimensions, got {dim}")
         with torch.random.fork_rng(devices=[]):
@@ -71,38 +71,17 @@ class CouplingFlow(nn.Module):
                     mask = torch.zeros(dim, dtype=torch.float64)
                     mask[torch.randperm(dim)[: dim // 2]] = 1.0
                 masks.append(mask if k % 2 == 0 else 1.0 - masks[-1])
-            nets = []
-            for _ in range(layers):
-                net = nn.Sequential(
-                    nn.Linear(dim, hidden),
-                    nn.GELU(),
-                    nn.Linear(hidden, hidden),
-                    nn.GELU(),
-                    nn.Linear(hidden, 2 * dim),
-                )
-                nn.init.zeros_(net[-1].weight)
-                nn.init.zeros_(net[-1].bias)
-                nets.append(net)
-        self.register_buffer("masks", torch.stack(masks) if masks else torch.zeros(0, dim))
-        self.nets = nn.ModuleList(nets).double()
+            stacked = torch.stack(masks) if masks else torch.zeros(0, dim, dtype=torch.float64)
+            super().__init__(stacked, hidden, depth=2, scale_limit=2.0)
+        self.nets.double()
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(g(u), log |det dg/du|)`` for ``u (..., d)``."""
-        log_det = torch.zeros(u.shape[:-1], dtype=u.dtype, device=u.device)
-        for mask, net in zip(self.masks, self.nets, strict=True):
-            s, t = net(u * mask).chunk(2, dim=-1)
-            s = 2.0 * torch.tanh(0.5 * s) * (1.0 - mask)
-            u = u * torch.exp(s) + t * (1.0 - mask)
-            log_det = log_det + s.sum(-1)
-        return u, log_det
+        return self.forward_and_logdet(u)
 
     def inverse(self, v: torch.Tensor) -> torch.Tensor:
         """``g^-1(v)`` for ``v (..., d)`` (each layer undone, last first)."""
-        for mask, net in zip(reversed(self.masks), reversed(self.nets), strict=True):
-            s, t = net(v * mask).chunk(2, dim=-1)
-            s = 2.0 * torch.tanh(0.5 * s) * (1.0 - mask)
-            v = (v - t * (1.0 - mask)) * torch.exp(-s)
-        return v
+        return self.inverse_and_logdet(v)[0]
 
 
 class TransportMap(nn.Module):

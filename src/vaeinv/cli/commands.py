@@ -3,8 +3,10 @@ arguments are parsed in ``vaeinv.cli.parser``)."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,9 +120,6 @@ def _run_settings(args, problem) -> tuple[dict, dict]:
 
 
 def invert(args) -> int:
-    import shutil
-    from pathlib import Path
-
     from ..problems import load_problem
 
     problem = load_problem(args.problem)
@@ -209,8 +208,6 @@ def invert(args) -> int:
 
 
 def merge(args) -> int:
-    from pathlib import Path
-
     from ..results import load, save
     from ..runs.merge import merge_runs
 
@@ -230,17 +227,22 @@ def merge(args) -> int:
     return 0
 
 
-def extend(args) -> int:
-    import shutil
-    from pathlib import Path
-
-    from ..problems import load_problem
-    from ..results import load, save
-    from ..runs.extend import extend_run
+def _result_and_output(args, suffix: str):
+    """``(path, result, out)``: the result file ``args.file`` read, and ``--out`` (default: the
+    file's name with ``suffix``)."""
+    from ..results import load
 
     path = Path(args.file)
-    idata = load(path)
-    out = Path(args.out) if args.out else path.with_name(path.stem + "_extended.nc")
+    out = Path(args.out) if args.out else path.with_name(path.stem + suffix)
+    return path, load(path), out
+
+
+def extend(args) -> int:
+    from ..problems import load_problem
+    from ..results import save
+    from ..runs.extend import extend_run
+
+    path, idata, out = _result_and_output(args, "_extended.nc")
     if out.resolve() == path.resolve():
         raise ValueError(f"--out {out} is the input file; the extension writes a new file")
     checkpoint = out.with_name(out.name + ".partial")
@@ -294,14 +296,10 @@ def extend(args) -> int:
 
 
 def report(args) -> int:
-    from pathlib import Path
-
-    from ..results import diagnostics, load
+    from ..results import diagnostics
     from ..results.report import write_report
 
-    path = Path(args.file)
-    idata = load(path)
-    out = Path(args.out) if args.out else path.with_name(path.stem + "_report")
+    _, idata, out = _result_and_output(args, "_report")
     report = write_report(idata, out, diagnostics=diagnostics(idata))
     print(report.table)
     print("wrote " + ", ".join(str(p) for p in report.files.values()))

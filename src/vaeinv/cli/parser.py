@@ -8,6 +8,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -59,7 +60,6 @@ def _forward(args) -> int:
 
 def _read_toml(path: str) -> dict:
     import tomllib
-    from pathlib import Path
 
     file = Path(path)
     if not file.is_file():
@@ -108,8 +108,6 @@ def _recipe_data(recipe, out):
 
 
 def _train(args) -> int:
-    from pathlib import Path
-
     from ..priors.recipes import load_recipe
     from ..vae import load_checkpoint, save_checkpoint, train
     from ..vae.calibration import fit_latent_gaussian
@@ -161,8 +159,6 @@ def _train(args) -> int:
 
 
 def _finetune(args) -> int:
-    from pathlib import Path
-
     from ..priors.recipes import fit_recipe_second_stage, load_recipe
     from ..priors.vae import priors_folder, shipped_priors
     from ..vae.finetune import finetune_checkpoint

@@ -24,7 +24,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
+
+from ..coupling import AffineCouplings
 
 __all__ = ["FlowConfig", "LatentFlow", "fit_latent_flow"]
 
@@ -84,50 +85,28 @@ def _checkerboard(shape: tuple[int, ...]) -> torch.Tensor:
     return mask.reshape(-1).nonzero()[:, 0]
 
 
-def _mlp(n_in: int, n_out: int, hidden: int, depth: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    width = n_in
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.GELU()]
-        width = hidden
-    last = nn.Linear(width, 2 * n_out)
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
-    layers.append(last)
-    return nn.Sequential(*layers)
+def _masks(config: FlowConfig) -> torch.Tensor:
+    """``(couplings, dim)``: coupling ``i`` keeps one checkerboard colour, alternating."""
+    black = torch.zeros(config.dim)
+    black[_checkerboard(config.latent_shape)] = 1.0
+    return torch.stack([black if i % 2 == 0 else 1.0 - black for i in range(config.couplings)])
 
 
-class LatentFlow(nn.Module):
+class LatentFlow(AffineCouplings):
     """``u = flow(w)``: white latents ``(..., dim)`` to whitened aggregate-posterior latents.
 
     Coupling ``i`` keeps the sites of one checkerboard colour (alternating with ``i``) and maps
-    the others by ``x_b -> x_b * exp(s(x_a)) + t(x_a)`` (an MLP of the kept half).
+    the others by ``x_b -> x_b * exp(s(x_a)) + t(x_a)``; the layers are
+    [`AffineCouplings`][vaeinv.coupling.AffineCouplings].
 
     Args:
         config: the architecture.
     """
 
     def __init__(self, config: FlowConfig) -> None:
-        super().__init__()
+        super().__init__(_masks(config), config.hidden, config.depth, config.scale_limit)
         self.config = config
         self.dim = config.dim
-        black = _checkerboard(config.latent_shape)
-        white = torch.ones(self.dim, dtype=torch.bool)
-        white[black] = False
-        white = white.nonzero()[:, 0]
-        self._parts = (black, white)
-        self.nets = nn.ModuleList(
-            _mlp(len(self._parts[i % 2]), len(self._parts[1 - i % 2]), config.hidden, config.depth)
-            for i in range(config.couplings)
-        )
-
-    def _split(self, i: int):
-        keep, move = self._parts[i % 2], self._parts[1 - i % 2]
-        return keep, move
-
-    def _st(self, i: int, kept: torch.Tensor):
-        s, t = self.nets[i](kept).chunk(2, dim=-1)
-        return self.config.scale_limit * torch.tanh(s / self.config.scale_limit), t
 
     def _flat(self, x: torch.Tensor):
         if x.dim() < 1 or x.shape[-1] != self.dim:
@@ -137,40 +116,56 @@ class LatentFlow(nn.Module):
     def forward_and_logdet(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(u, log |det du/dw|)``."""
         lead, x = self._flat(w)
-        logdet = x.new_zeros(x.shape[0])
-        for i in range(len(self.nets)):
-            keep, move = self._split(i)
-            keep, move = keep.to(x.device), move.to(x.device)
-            s, t = self._st(i, x[:, keep])
-            x = x.index_copy(1, move, x[:, move] * torch.exp(s) + t)
-            logdet = logdet + s.sum(1)
-        return x.reshape(*lead, self.dim), logdet.reshape(lead)
+        u, logdet = super().forward_and_logdet(x)
+        return u.reshape(*lead, self.dim), logdet.reshape(lead)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """White latents ``w (..., dim)`` to ``u (..., dim)``."""
         return self.forward_and_logdet(w)[0]
 
-    def _inverse_and_logdet(self, u: torch.Tensor):
-        lead, x = self._flat(u)
-        logdet = x.new_zeros(x.shape[0])
-        for i in reversed(range(len(self.nets))):
-            keep, move = self._split(i)
-            keep, move = keep.to(x.device), move.to(x.device)
-            s, t = self._st(i, x[:, keep])  # the kept half is unchanged by coupling i
-            x = x.index_copy(1, move, (x[:, move] - t) * torch.exp(-s))
-            logdet = logdet - s.sum(1)
-        return lead, x, logdet
-
     def inverse(self, u: torch.Tensor) -> torch.Tensor:
         """``w = flow^{-1}(u)``, exact up to round-off."""
-        lead, x, _ = self._inverse_and_logdet(u)
-        return x.reshape(*lead, self.dim)
+        lead, x = self._flat(u)
+        return self.inverse_and_logdet(x)[0].reshape(*lead, self.dim)
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """Log density of ``u`` under the flow (change of variables)."""
-        lead, w, logdet = self._inverse_and_logdet(u)
+        lead, x = self._flat(u)
+        w, logdet = self.inverse_and_logdet(x)
         base = -0.5 * w.square().sum(1) - 0.5 * self.dim * math.log(2 * math.pi)
         return (base + logdet).reshape(lead)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights, also those saved by the earlier layout of this class (networks that
+        saw the kept half only, no masks stored): embedded exactly into this one."""
+        if "masks" not in state_dict:
+            state_dict = _from_split_layout(state_dict, self.masks)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _from_split_layout(state: dict, masks: torch.Tensor) -> dict:
+    """Weights of couplings whose network mapped the kept coordinates ``x[keep]`` to ``(s, t)``
+    of the moved ones, as the same maps of the masked full vector: the first layer's columns
+    placed at ``keep`` (zeros elsewhere), the last layer's rows at ``move`` and ``dim + move``."""
+    out = {"masks": masks.clone()}
+    dim = masks.shape[1]
+    for i, mask in enumerate(masks):
+        keep, move = mask.nonzero()[:, 0], (1 - mask).nonzero()[:, 0]
+        names = sorted({k.split(".")[2] for k in state if k.startswith(f"nets.{i}.")}, key=int)
+        for name in names:
+            weight, bias = state[f"nets.{i}.{name}.weight"], state[f"nets.{i}.{name}.bias"]
+            if name == names[0]:
+                wide = weight.new_zeros(weight.shape[0], dim)
+                wide[:, keep] = weight
+                weight = wide
+            if name == names[-1]:
+                rows = torch.cat([move, dim + move])
+                wide_w = weight.new_zeros(2 * dim, weight.shape[1])
+                wide_b = bias.new_zeros(2 * dim)
+                wide_w[rows], wide_b[rows] = weight, bias
+                weight, bias = wide_w, wide_b
+            out[f"nets.{i}.{name}.weight"], out[f"nets.{i}.{name}.bias"] = weight, bias
+    return out
 
 
 def fit_latent_flow(
