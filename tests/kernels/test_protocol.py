@@ -41,6 +41,8 @@ TINY: dict[str, dict] = {
     "nuts": {"max_tree_depth": 5},
     RWM: {"step_size": 0.5},
 }
+#: kernels' inputs (objects, not options): MLDA's coarse level, here the posterior itself
+INPUTS = {"mlda": lambda posterior: {"coarse": [posterior]}}
 NUM_CHAINS, NUM_DRAWS = 2, 12
 RUN = {
     "num_chains": NUM_CHAINS,
@@ -121,7 +123,9 @@ def problem():
 
 
 def _run(posterior, method, **overrides):
-    return vaeinv.sample(posterior, method=method, **{**RUN, **TINY.get(method, {}), **overrides})
+    inputs = INPUTS[method](posterior) if method in INPUTS else {}
+    settings = {**RUN, **TINY.get(method, {}), **inputs, **overrides}
+    return vaeinv.sample(posterior, method=method, **settings)
 
 
 def _check_class(method: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..kernels import registry
+from ..problems import problem_methods
 from . import commands as _commands
 
 __all__ = ["main"]
@@ -249,7 +249,7 @@ def _add_inversion_commands(sub) -> None:
     """``invert``, ``merge``, ``extend`` and ``report``."""
     inv = sub.add_parser(
         "invert",
-        help=f"sample the posterior of a problem ({', '.join(registry.available())}), write an "
+        help=f"sample the posterior of a problem ({', '.join(problem_methods())}), write an "
         "InferenceData file",
         description="Sample the posterior of a problem. Flags override the problem's [sampler] "
         "defaults. Draws are checkpointed in OUT.partial/ as the run goes on; --resume "
@@ -258,7 +258,7 @@ def _add_inversion_commands(sub) -> None:
     inv.add_argument("problem", help="a problem name (problems/<name>), folder or problem.toml")
     inv.add_argument(
         "--method",
-        choices=registry.available(),
+        choices=problem_methods(),
         help="sampler (default: the problem's)",
     )
     inv.add_argument("--chains", type=int, help="number of chains")

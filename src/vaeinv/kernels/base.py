@@ -151,6 +151,8 @@ class Kernel:
             (``sample(inverse_mass_matrix=...)``).
         extension_warmup: warm-up iterations of ``vaeinv extend`` (``None``: runs of this
             kernel cannot be extended, for the reason in ``extension_refusal``).
+        inputs: names of ``vaeinv.sample`` keyword arguments that are objects given to the
+            kernel's constructor rather than options (e.g. ``"coarse"`` posteriors).
     """
 
     name: ClassVar[str] = ""
@@ -163,6 +165,7 @@ class Kernel:
     mass_matrix: ClassVar[bool] = False
     extension_warmup: ClassVar[int | None] = None
     extension_refusal: ClassVar[str] = "this kernel does not continue finished runs"
+    inputs: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ the protocol
     def init(self, run: RunContext):
@@ -179,6 +182,10 @@ class Kernel:
         return state
 
     # ------------------------------------------------------------------ optional hooks
+    def describe_inputs(self) -> dict:
+        """A JSON-able record of the kernel's ``inputs`` (part of the run fingerprint)."""
+        return {}
+
     def check(self, options: Options, *, num_warmup: int, fixed_mass: bool) -> None:
         """Checks of the options against the run's settings, before any work."""
 

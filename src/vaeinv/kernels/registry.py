@@ -74,11 +74,12 @@ def get(name: str) -> type[Kernel]:
 def _register_builtin() -> None:
     from .gpcn import GPCNKernel
     from .hmc import HMCKernel
+    from .mlda import MLDAKernel
     from .nuts_kernel import NUTSKernel
     from .pcn import PCNKernel
     from .tpcn import TPCNKernel
 
-    for kernel in (PCNKernel, GPCNKernel, TPCNKernel, HMCKernel, NUTSKernel):
+    for kernel in (PCNKernel, GPCNKernel, TPCNKernel, HMCKernel, NUTSKernel, MLDAKernel):
         register(kernel)
 
 

@@ -58,7 +58,7 @@ The data file's sensor positions must be those of ``[sensors]``, in the same ord
 [`make_data`][vaeinv.problems.make_data] regenerates it from the truth.
 """
 
-from ._checks import check_sampler_options, sampler_option_names
+from ._checks import check_sampler_options, problem_methods, sampler_option_names
 from .files import make_data, make_truth, read_truth
 from .load import list_problems, load_problem, problems_folder
 from .spec import PhysicsSpec, PriorSpec, Problem, SamplerDefaults
@@ -73,6 +73,7 @@ __all__ = [
     "load_problem",
     "make_data",
     "make_truth",
+    "problem_methods",
     "problems_folder",
     "read_truth",
     "sampler_option_names",

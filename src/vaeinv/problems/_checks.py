@@ -44,10 +44,16 @@ def sampler_option_names(method: str) -> tuple[str, ...]:
 _RUN_KEYS = ("method", "num_chains", "num_draws", "num_warmup", "thin", "seed", "chunk_size")
 
 
+def problem_methods() -> tuple[str, ...]:
+    """The registered kernels a problem file can run: those that need no inputs besides the
+    problem (MLDA needs its coarse posterior)."""
+    return tuple(m for m in registry.available() if not registry.get(m).inputs)
+
+
 def sampler_keys() -> tuple[str, ...]:
     """The keys of a problem's ``[sampler]`` table: the run's settings and one table per
     registered method."""
-    return (*_RUN_KEYS, *registry.available())
+    return (*_RUN_KEYS, *problem_methods())
 
 
 #: Position tolerance when matching the data file's sensors to ``[sensors]``.
@@ -109,7 +115,7 @@ def check_sampler_options(method: str, options: Any, where: str = "sampler optio
     Raises:
         ValueError: an unknown method or option (the valid ones listed), or a bad value.
     """
-    _choice(method, "method", tuple(registry.available()))
+    _choice(method, "method", problem_methods())
     _check_keys(options, sampler_option_names(method), f"{where} (options of {method!r})")
     try:
         registry.get(method).Options.from_mapping(options, method)

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from ..grid import SIDES, Grid
-from ..kernels import registry
 from ._checks import (
     _DATA_COLUMNS,
     _DATA_KEYS,
@@ -31,6 +30,7 @@ from ._checks import (
     _int,
     _require,
     check_sampler_options,
+    problem_methods,
     sampler_keys,
 )
 from .files import _read_csv, read_truth
@@ -181,7 +181,7 @@ def _sampler(raw: dict) -> SamplerDefaults:
     base = SamplerDefaults()
     kwargs: dict[str, Any] = {}
     if "method" in table:
-        kwargs["method"] = _choice(table["method"], "[sampler] method", tuple(registry.available()))
+        kwargs["method"] = _choice(table["method"], "[sampler] method", problem_methods())
     for key, least in (
         ("num_chains", 1),
         ("num_draws", 1),
@@ -205,7 +205,7 @@ def _sampler(raw: dict) -> SamplerDefaults:
                 )
         kwargs["thin"] = thin
     options = {}
-    for method in registry.available():
+    for method in problem_methods():
         if method in table:
             options[method] = check_sampler_options(method, table[method], f"[sampler.{method}]")
     return SamplerDefaults(**{**base.__dict__, **kwargs, "options": options})

@@ -39,6 +39,7 @@ def from_run(run, attrs: Mapping[str, Any] | None):
         "gradient_evaluations": run.gradient_evaluations,
         "divergences": run.divergences,
         "warmup_divergences": run.warmup_divergences,
+        **run.counters,
         **({"mass_corrections": run.mass_corrections} if run.mass_corrections else {}),
         **({"laplace_start_log_density": run.laplace_starts} if run.laplace_starts else {}),
         **dict(attrs or {}),

@@ -49,6 +49,7 @@ class RunContext:
         self.extra_forward_solves = 0  # e.g. the Laplace approximation's
         self.mass_corrections: list[int] = []  # directions corrected per mass estimate
         self.laplace_starts: list[float] = []  # where the Laplace ascents ended
+        self.counters: dict[str, int] = {}  # a kernel's own work counters, recorded as attrs
         self.state: Any = None
         self.generator = torch.Generator()
         self.fixed_mass: torch.Tensor | None = None
@@ -77,6 +78,10 @@ class RunContext:
         """Count work spent outside ``target.evaluate`` (a fit, an approximation)."""
         self.extra_forward_solves += int(forward_solves)
         self.gradient_evaluations += int(gradient_evaluations)
+
+    def count(self, name: str, value: int) -> None:
+        """Add to a kernel's own work counter ``name`` (recorded in the result's attributes)."""
+        self.counters[name] = self.counters.get(name, 0) + int(value)
 
     def show(self, **values) -> None:
         """Show values beside the progress bar (e.g. ``divergences=3``)."""
@@ -149,6 +154,7 @@ class RunContext:
             "forward_solves": self.forward_solves,
             "mass_corrections": self.mass_corrections,
             "laplace_start_log_density": self.laplace_starts,
+            "counters": self.counters,
             "versions": versions(),
         }
 
@@ -172,6 +178,7 @@ class RunContext:
         self.forward_solves = int(meta.get("forward_solves", fallback))
         self.mass_corrections = [int(k) for k in meta.get("mass_corrections", [])]
         self.laplace_starts = [float(v) for v in meta.get("laplace_start_log_density", [])]
+        self.counters = {str(k): int(v) for k, v in meta.get("counters", {}).items()}
         self.chunks = [store.read_chunk(i) for i in range(int(meta["chunks_written"]))]
         self.generator.set_state(tensors["generator"])
         device = self.target.device

@@ -189,6 +189,8 @@ def sample(posterior, method: str = "pcn", **settings) -> az.InferenceData:
               positive definite inverse mass matrix kept fixed for the whole run (for NUTS,
               passing it sets ``mass="fixed"``; HMC skips its Laplace start and mass windows);
               the warm-up adapts the step size only. Its sha256 is part of the fingerprint.
+            - a kernel's inputs (objects, not options: ``coarse`` for ``"mlda"``), named by
+              its ``inputs``; recorded in the fingerprint by ``describe_inputs``.
             - the kernel's options: see its ``Options`` class
               (`vaeinv.kernels.pcn.PCNOptions`, `vaeinv.kernels.gpcn.GPCNOptions`,
               `vaeinv.kernels.tpcn.TPCNOptions`, `vaeinv.kernels.hmc.HMCOptions`,
@@ -207,10 +209,12 @@ def sample(posterior, method: str = "pcn", **settings) -> az.InferenceData:
             without ``checkpoint``; a checkpoint folder holding a run when ``resume`` is
             false; resuming a checkpoint of another run (what differs is named).
     """
-    kernel = registry.get(method)()
+    kernel_class = registry.get(method)
     names = RunSettings.names()
     run_settings = RunSettings(**{k: v for k, v in settings.items() if k in names})
-    given = {k: v for k, v in settings.items() if k not in names}
+    inputs = {k: v for k, v in settings.items() if k in kernel_class.inputs}
+    given = {k: v for k, v in settings.items() if k not in names and k not in inputs}
+    kernel = kernel_class(**inputs)
     fixed_mass = _fixed_mass(kernel, run_settings, given, posterior.latent_dim)
     if fixed_mass is not None and "mass" in kernel.Options.names():
         given = {**given, "mass": "fixed"}
@@ -323,6 +327,7 @@ def _new_run(posterior, kernel, options, rs: RunSettings, chains, fixed_mass) ->
             },
             "attrs": dict(rs.attrs or {}),
             **({} if fixed_mass is None else {"inverse_mass_matrix": sha256(fixed_mass)}),
+            **({"kernel_inputs": kernel.describe_inputs()} if kernel.inputs else {}),
         }
     )
     run = RunContext(posterior, kernel, options, settings, fingerprint, z0)
