@@ -74,9 +74,12 @@ def test_circulant_decode_has_exactly_the_kernel_covariance(case):
 
 
 def test_circulant_square_root_is_real_symmetric():
+    from vaeinv.priors.field_roots import CirculantRoot
+
     prior = GaussianFieldPrior(GRID, method="circulant", length_scale=0.2)
-    eye = torch.eye(prior.latent_dim, dtype=torch.float64).reshape(-1, *prior.latent_shape)
-    s = prior._apply_sqrt(eye).reshape(prior.latent_dim, -1)
+    root = CirculantRoot(prior.field, GRID, prior.covariance_matrix, None, torch.float64)
+    eye = torch.eye(prior.latent_dim, dtype=torch.float64).reshape(-1, *root.latent_shape)
+    s = root.apply_sqrt(eye).reshape(prior.latent_dim, -1)
     torch.testing.assert_close(s, s.T, rtol=0, atol=1e-14)
 
 

@@ -24,17 +24,17 @@ from typing import Any
 
 import torch
 
-from ..fields.embedding import initial_shape, sqrt_spectra
 from ..fields.gaussian import GaussianRandomField
 from ..fields.kernels import KERNELS
 from ..fields.validation import as_generator, check_choice, check_grid, check_number, grid_config
 from ..fields.validation import grid_from_config as _grid_from_config
 from ..grid import Grid
 from .base import LatentPrior
+from .field_roots import ROOTS
 
 __all__ = ["GaussianFieldPrior"]
 
-METHODS = ("kl", "circulant")
+METHODS = tuple(ROOTS)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CONFIG_KEYS = (
     "kind",
@@ -133,46 +133,13 @@ class GaussianFieldPrior(LatentPrior):
             self.anisotropy,
             self.angle,
         )
-        n = grid.num_cells
-        if method == "circulant":
-            if num_modes is not None:
-                raise ValueError(f"num_modes is for method 'kl' only, got num_modes={num_modes!r}")
-        elif num_modes is None:
-            num_modes = n
-        elif isinstance(num_modes, bool) or not isinstance(num_modes, int) or not 1 <= num_modes:
-            raise ValueError(f"num_modes must be an integer in [1, {n}], got {num_modes!r}")
-        elif num_modes > n:
-            raise ValueError(f"num_modes must be an integer in [1, {n}], got {num_modes!r}")
-        self.num_modes = num_modes
         self.weights_sha256 = None
-        self._cache: dict[str, torch.Tensor] = {}
-        self.eigenvalues = None
-        self.embedding_info = None
-        if method == "kl":
-            lam, vec = torch.linalg.eigh(self.covariance_matrix())
-            lam, vec = lam.flip(0).clamp(min=0), vec.flip(1)
-            self.eigenvalues = lam
-            self.explained_variance = float(lam[:num_modes].sum() / lam.sum())
-            self._sqrt_lam = lam[:num_modes].sqrt().to(dtype)
-            self._modes = vec[:, :num_modes].to(dtype)
-            self._basis = self._modes * self._sqrt_lam  # (N, k): L
-            self.latent_shape = (num_modes,)
-        else:
-            first = initial_shape(grid, self.length_scale * max(1.0, self.anisotropy))
-            sqrt_eig, info = sqrt_spectra(
-                grid,
-                torch.tensor([self.length_scale], dtype=torch.float64),
-                kernel,
-                self.field.nu,
-                self.anisotropy,
-                self.angle,
-                first,
-                onesided=True,
-            )
-            self.embedding_info = info
-            self.explained_variance = 1.0
-            self._sqrt_eig = (self.std * sqrt_eig[0]).to(dtype)  # (My, Mx // 2 + 1)
-            self.latent_shape = info.shape
+        self._root = ROOTS[method](self.field, grid, self.covariance_matrix, num_modes, dtype)
+        self.num_modes = self._root.num_modes
+        self.eigenvalues = self._root.eigenvalues
+        self.explained_variance = self._root.explained_variance
+        self.embedding_info = self._root.embedding_info
+        self.latent_shape = self._root.latent_shape
         self.latent_dim = math.prod(self.latent_shape)
         self.name = self._make_name()
 
@@ -183,7 +150,7 @@ class GaussianFieldPrior(LatentPrior):
         parts += [f"mean={self.mean:g}", f"std={self.std:g}", f"length_scale={self.length_scale:g}"]
         if self.anisotropy != 1.0 or self.angle != 0.0:
             parts += [f"anisotropy={self.anisotropy:g}", f"angle={self.angle:g}"]
-        parts.append(self.method if self.method == "circulant" else f"kl{self.num_modes}")
+        parts.append(self._root.label)
         return f"gaussian-field({', '.join(parts)})"
 
     def __repr__(self) -> str:
@@ -191,7 +158,7 @@ class GaussianFieldPrior(LatentPrior):
 
     # ------------------------------------------------------------------ properties
     def _tensor(self) -> torch.Tensor:
-        return self._basis if self.method == "kl" else self._sqrt_eig
+        return self._root.tensor
 
     @property
     def device(self) -> torch.device:
@@ -224,16 +191,8 @@ class GaussianFieldPrior(LatentPrior):
             raise ValueError(f"latent z has shape {got}, expected (..., {self.latent_dim})")
         z = z.to(self.device, self.dtype)
         lead = z.shape[:-1]
-        if self.method == "kl":
-            u = z @ self._basis.mT
-        else:
-            u = self._apply_sqrt(z.reshape(*lead, *self.latent_shape))
-            u = u[..., : self.grid.ny, : self.grid.nx]
+        u = self._root.apply(z)
         return self.mean + u.reshape(*lead, *self.grid.shape)
-
-    def _apply_sqrt(self, w: torch.Tensor) -> torch.Tensor:
-        """``S w = F^-1 sqrt(lam) F w`` on the torus (real, symmetric)."""
-        return torch.fft.irfft2(self._sqrt_eig * torch.fft.rfft2(w), s=self.latent_shape)
 
     def sample(
         self, n: int, generator: torch.Generator | int | None = None, cond=None
@@ -270,25 +229,7 @@ class GaussianFieldPrior(LatentPrior):
         self.grid.check_field(log_k, "log_k")
         lead = log_k.shape[:-2]
         u = (log_k.to(self.device, self.dtype) - self.mean).reshape(*lead, -1)
-        if self.method == "kl":
-            cut = self._cutoff(self.eigenvalues)
-            inv = torch.where(self._sqrt_lam**2 > cut, 1 / self._sqrt_lam, 0.0)
-            return (u @ self._modes) * inv
-        lam, vec = self._dense_eigh()
-        inv = torch.where(lam > self._cutoff(lam), 1 / lam, 0.0)
-        w = ((u @ vec) * inv) @ vec.mT  # C^+ u
-        pad = torch.zeros(*lead, *self.latent_shape, dtype=self.dtype, device=self.device)
-        pad[..., : self.grid.ny, : self.grid.nx] = w.reshape(*lead, *self.grid.shape)
-        return self._apply_sqrt(pad).reshape(*lead, self.latent_dim)
-
-    def _cutoff(self, lam: torch.Tensor) -> float:
-        return float(lam.max()) * self.grid.num_cells * torch.finfo(torch.float64).eps
-
-    def _dense_eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if "eigh" not in self._cache:
-            lam, vec = torch.linalg.eigh(self.covariance_matrix())
-            self._cache["eigh"] = (lam.to(self.device, self.dtype), vec.to(self.device, self.dtype))
-        return self._cache["eigh"]
+        return self._root.encode(u)
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
@@ -301,10 +242,7 @@ class GaussianFieldPrior(LatentPrior):
         if dtype is not None and dtype not in _DTYPES.values():
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         out = copy.copy(self)
-        out._cache = {}
-        names = ("_basis", "_modes", "_sqrt_lam") if self.method == "kl" else ("_sqrt_eig",)
-        for attr in names:
-            setattr(out, attr, getattr(self, attr).to(device=device, dtype=dtype))
+        out._root = self._root.to(device, dtype)
         return out
 
     # ------------------------------------------------------------------ configuration
@@ -321,7 +259,7 @@ class GaussianFieldPrior(LatentPrior):
             "anisotropy": self.anisotropy,
             "angle": self.angle,
             "method": self.method,
-            "num_modes": self.num_modes if self.method == "kl" else None,
+            "num_modes": self.num_modes,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
