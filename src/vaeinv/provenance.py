@@ -5,13 +5,14 @@ library: it imports nothing of vaeinv."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["jsonable", "package_version", "versions", "write_json"]
+__all__ = ["jsonable", "package_version", "tensor_sha256", "versions", "write_json"]
 
 _RECORDED = ("vaeinv", "torch", "pyro-ppl", "arviz", "xarray", "safetensors")
 
@@ -47,3 +48,12 @@ def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
+
+
+def tensor_sha256(tensor) -> str:
+    """The sha256 of a tensor's float64 bytes (C order, on the CPU): how runs record data,
+    noise and mass matrices in their fingerprints."""
+    import torch
+
+    array = tensor.detach().to("cpu", torch.float64).contiguous().numpy()
+    return hashlib.sha256(array.tobytes()).hexdigest()

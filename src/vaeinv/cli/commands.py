@@ -34,8 +34,8 @@ def _check_finished(path, problem, settings: dict, *, posterior, options: dict) 
     import json
 
     from ..kernels import registry
+    from ..provenance import tensor_sha256 as sha256
     from ..results import load
-    from ..runs.sampling import sha256
 
     result = load(path)
     attrs = {k: getattr(v, "item", lambda v=v: v)() for k, v in result.attrs.items()}

@@ -149,7 +149,7 @@ class MLDAKernel(Kernel):
         self.coarse = _check_levels(coarse)[0]
 
     def describe_inputs(self) -> dict:
-        from ..runs.sampling import sha256
+        from ..provenance import tensor_sha256 as sha256
 
         c = self.coarse
         return {

@@ -16,8 +16,6 @@ __all__ = ["from_run"]
 def from_run(run, attrs: Mapping[str, Any] | None):
     """``InferenceData`` of a run (a `vaeinv.runs.context.RunContext` whose chunks are all
     written)."""
-    from ..kernels.starts import INIT_SCALE
-
     run.collect_work()
     draws = {
         k: torch.cat([c[k] for c in run.chunks], dim=0 if k == "draw" else 1) for k in run.chunks[0]
@@ -29,7 +27,7 @@ def from_run(run, attrs: Mapping[str, Any] | None):
         **{k: v for k, v in s.items() if k != "sampler_options"},
         "sampler_options": s["sampler_options"],
         "thin_requested": run.thin_requested,
-        "init_scale": INIT_SCALE,
+        "init_scale": run.init_scale,
         "prior_name": posterior.name,
         "prior_weights_sha256": getattr(prior, "weights_sha256", None),
         "data_sha256": run.fingerprint["posterior"]["data_sha256"],

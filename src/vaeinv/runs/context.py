@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..kernels.starts import derived_seed
+from ..kernels.starts import INIT_SCALE, derived_seed
 from ..provenance import versions
 from .checkpoint import FORMAT, FORMAT_VERSION, RunCheckpoint, check_fingerprint
 from .progress import Bar, RunProgress
@@ -54,6 +54,7 @@ class RunContext:
         self.generator = torch.Generator()
         self.fixed_mass: torch.Tensor | None = None
         self.thin_requested: int | str = settings["thin"]
+        self.init_scale = INIT_SCALE  # of the over-dispersed starts, recorded with the result
         self.bar: Bar | None = None
         self._acceptance = 0.0
         self._acceptance_steps = 0

@@ -48,8 +48,9 @@ import xarray as xr
 from .. import results
 from ..kernels import registry
 from ..kernels.starts import derived_seed
+from ..provenance import tensor_sha256 as sha256
 from .progress import RunProgress
-from .sampling import sample, sha256
+from .sampling import sample
 from .thinning import positive_int
 
 if TYPE_CHECKING:  # results is the one package that imports arviz at run time

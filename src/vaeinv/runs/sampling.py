@@ -43,7 +43,6 @@ the adapted step size and mass matrix and the saved RNG state.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +53,7 @@ from .. import results
 from ..kernels import registry
 from ..kernels.starts import INIT_SCALE, STREAM_INIT, derived_seed
 from ..provenance import jsonable
+from ..provenance import tensor_sha256 as sha256
 from .checkpoint import RunCheckpoint
 from .context import RunContext
 from .loop import execute
@@ -82,12 +82,6 @@ def sampler_options(method: str) -> dict[str, Any]:
         ValueError: an unknown method.
     """
     return registry.get(method).Options.defaults()
-
-
-def sha256(tensor: torch.Tensor) -> str:
-    """The sha256 of a tensor's float64 bytes (the run fingerprint's record of data)."""
-    array = tensor.detach().to("cpu", torch.float64).contiguous().numpy()
-    return hashlib.sha256(array.tobytes()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
