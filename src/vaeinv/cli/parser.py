@@ -107,12 +107,34 @@ def _recipe_data(recipe, out):
     return generate_dataset(recipe.field_generator(), recipe.num, recipe.seed, data_file)
 
 
+def _train_multiscale(args) -> int:
+    from ..priors.multiscale_recipe import load_multiscale_recipe, train_multiscale
+
+    recipe = load_multiscale_recipe(args.recipe)
+    out = Path(args.out)
+    data = _recipe_data(recipe, out)
+    folder = train_multiscale(
+        recipe,
+        data.fields,
+        data.grid,
+        out,
+        generator_config=data.metadata["config"],
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(f"multiscale prior ({len(recipe.levels)} levels): {folder}")
+    return 0
+
+
 def _train(args) -> int:
+    from ..priors.multiscale_recipe import is_multiscale_recipe
     from ..priors.recipes import load_recipe
     from ..vae import load_checkpoint, save_checkpoint, train
     from ..vae.calibration import fit_latent_gaussian
     from ..vae.finetune import finetune_checkpoint
 
+    if is_multiscale_recipe(args.recipe):
+        return _train_multiscale(args)
     recipe = load_recipe(args.recipe)
     out = Path(args.out)
     data = _recipe_data(recipe, out)

@@ -27,6 +27,7 @@ import torch
 
 from ..grid import Grid
 from .base import LatentPrior, _generator
+from .multiscale import MultiscalePrior, is_multiscale_folder
 
 __all__ = ["Prior", "priors_folder", "shipped_priors"]
 
@@ -41,7 +42,11 @@ def shipped_priors() -> list[str]:
     folder = priors_folder()
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if (p / "model.safetensors").is_file())
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if (p / "model.safetensors").is_file() or (p / "multiscale.json").is_file()
+    )
 
 
 class Prior(LatentPrior):
@@ -104,8 +109,11 @@ class Prior(LatentPrior):
         return f"Prior(name={self.name!r}, latent_shape={self.latent_shape}, grid={self.grid})"
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> Prior:
+    def load(cls, name_or_path: str | Path) -> Prior | MultiscalePrior:
         """Load a VAE checkpoint, by path or by the name of a shipped prior.
+
+        A folder holding a multiscale prior (``multiscale.json``; shipped: ``gaussian16-64``,
+        ``channel16-32-64``) gives a [`MultiscalePrior`][vaeinv.priors.multiscale.MultiscalePrior].
 
         A folder may also hold a latent flow and a residual field (see
         `vaeinv.vae.second_stage`); they are loaded with it, and ``weights_sha256`` then hashes
@@ -131,6 +139,8 @@ class Prior(LatentPrior):
                     f"unknown prior {str(name_or_path)!r} (not a file either); {listing}"
                 )
             path = priors_folder() / str(name_or_path)
+        if is_multiscale_folder(path):
+            return MultiscalePrior.load(name_or_path)
         ckpt = load_checkpoint(path)
         latent = None if ckpt.model.latent_prior.is_identity else ckpt.model.latent_prior
         digest = ckpt.weights_sha256

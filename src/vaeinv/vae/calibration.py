@@ -46,13 +46,16 @@ class LatentGaussian(nn.Module):
 
 
 @torch.no_grad()
-def fit_latent_gaussian(model, fields: torch.Tensor, batch_size: int = 256) -> LatentGaussian:
+def fit_latent_gaussian(
+    model, fields: torch.Tensor, batch_size: int = 256, cond: torch.Tensor | None = None
+) -> LatentGaussian:
     """Fit the aggregate posterior of ``model`` on ``fields`` and store it in ``model``.
 
     Args:
         model: a trained [`VAE`][vaeinv.vae.VAE]; its ``latent_prior`` is overwritten.
         fields: ``(num, ny, nx)`` fields, typically the training set (``num > latent_dim``).
         batch_size: fields encoded at a time.
+        cond: the conditioning of each field, for a conditional VAE (``cond_channels > 0``).
 
     Returns:
         The fitted ``model.latent_prior``.
@@ -71,7 +74,8 @@ def fit_latent_gaussian(model, fields: torch.Tensor, batch_size: int = 256) -> L
     model.eval()
     for start in range(0, fields.shape[0], batch_size):
         chunk = fields[start : start + batch_size].to(param.device, param.dtype)
-        mu, logvar = model.encode(chunk)
+        c = None if cond is None else cond[start : start + batch_size].to(param.device, param.dtype)
+        mu, logvar = model.encode(chunk, c)
         mus.append(mu.double())
         variances.append(logvar.double().exp())
     mu = torch.cat(mus)
