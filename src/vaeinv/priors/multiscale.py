@@ -88,7 +88,8 @@ class MultiscalePrior(LatentPrior):
 
     def __repr__(self) -> str:
         sizes = "-".join(str(g.ny) for g in self.grids)
-        return f"MultiscalePrior(name={self.name!r}, levels={sizes}, latent_dims={self.latent_dims})"
+        dims = self.latent_dims
+        return f"MultiscalePrior(name={self.name!r}, levels={sizes}, latent_dims={dims})"
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -203,7 +204,10 @@ class MultiscalePrior(LatentPrior):
         lead = log_k.shape[:-2]
         flat = log_k.reshape(-1, *self.grid.shape).to(self.device, self.dtype)
         means, _ = encode_levels(self.models, flat)
-        white = [m.latent_prior.inverse(mu.to(self.device)) for m, mu in zip(self.models, means, strict=True)]
+        white = [
+            m.latent_prior.inverse(mu.to(self.device))
+            for m, mu in zip(self.models, means, strict=True)
+        ]
         return torch.cat(white, dim=-1).reshape(*lead, self.latent_dim)
 
     def level(self, k: int) -> MultiscalePrior:

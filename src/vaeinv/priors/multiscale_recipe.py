@@ -264,4 +264,3 @@ def _cond(coarse: VAEConfig, means, decoded, fine: VAEConfig, batch: int = 512) 
         for i in range(0, means.shape[0], batch)
     ]
     return torch.cat(parts)
-
