@@ -139,3 +139,41 @@ def test_bad_mlda_input_is_refused_before_any_solve():
     wide = linear_gaussian(latent_dim=4, num_data=4, noise_std=0.3).posterior
     with pytest.raises(ValueError, match="more than the fine 3"):
         vaeinv.sample(fine, "mlda", coarse=[wide], **quick)
+
+
+def _pinned_digest(idata) -> str:
+    """sha256 over the draws, the fields, the pointwise log-likelihood and the statistics every
+    MLDA run has had (float64, C order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    arrays = [idata.posterior[k] for k in sorted(idata.posterior.data_vars)]
+    arrays += [idata.log_likelihood[k] for k in sorted(idata.log_likelihood.data_vars)]
+    arrays += [idata.sample_stats[k] for k in ("accepted", "acceptance_rate", "failed", "lp")]
+    arrays += [idata.sample_stats["step_size"]]
+    for a in arrays:
+        h.update(a.name.encode())
+        h.update(np.ascontiguousarray(a.values, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+#: the two-level draws of seed 7, pinned when the kernel was two-level only.
+PINNED_TWO_LEVEL = "9fbbeb340e54428fffe07311d7a8693a156f97315f65997bc3c4b236de23e90b"
+
+
+def test_a_seed_gives_the_pinned_two_level_draws():
+    problem = _problem()
+    idata = vaeinv.sample(
+        problem.posterior,
+        "mlda",
+        coarse=[_coarse(problem, 2, 0.9, 0.2)],
+        num_chains=3,
+        num_warmup=20,
+        num_draws=30,
+        thin=1,
+        chunk_size=10,
+        seed=7,
+        progress=False,
+        subchain_length=3,
+    )
+    assert _pinned_digest(idata) == PINNED_TWO_LEVEL
