@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SIDES", "Grid"]
+__all__ = ["SIDES", "Grid", "check_nested"]
 
 #: Names of the four sides of the rectangle, in a fixed order.
 SIDES = ("left", "right", "bottom", "top")
@@ -117,3 +117,17 @@ def check_side(side: str) -> None:
     """Raise ``ValueError`` unless ``side`` is one of :data:`SIDES`."""
     if side not in SIDES:
         raise ValueError(f"unknown side {side!r}; expected one of {', '.join(SIDES)}")
+
+
+def check_nested(coarse: Grid, fine: Grid, coarse_name: str, fine_name: str) -> None:
+    """Raise ``ValueError`` unless ``coarse`` nests in ``fine``: the same domain, each side of
+    ``fine`` an integer multiple (at least 1) of ``coarse``'s."""
+    same_domain = abs(coarse.lx - fine.lx) <= 1e-12 * fine.lx and abs(coarse.ly - fine.ly) <= (
+        1e-12 * fine.ly
+    )
+    if not same_domain or fine.nx % coarse.nx or fine.ny % coarse.ny:
+        raise ValueError(
+            f"the {coarse_name} grid {coarse.ny} x {coarse.nx} on {coarse.lx} x {coarse.ly} does "
+            f"not nest in the {fine_name} grid {fine.ny} x {fine.nx} on {fine.lx} x {fine.ly}: "
+            "expected the same domain and sides that divide the finer ones"
+        )

@@ -15,7 +15,8 @@ state = kernel.end_warmup(state)                            # fix what warm-up a
   draws; without them the run loop decodes and solves each kept draw once more.
 - The **info** of a step is a ``NamedTuple`` of ``(C,)`` tensors named as ArviZ names sampler
   statistics (``accepted``, ``acceptance_rate``, ``failed``, ``step_size``, ``diverging``,
-  ``n_steps``); every entry in `KEPT_STATS` it has is kept with the draws.
+  ``n_steps``; multilevel kernels ``(C, levels)`` ``coarse_acceptance_rate`` and
+  ``coarse_solves``); every entry in `KEPT_STATS` it has is kept with the draws.
 - **Options** are a frozen dataclass per kernel (`Options`), declared once: ``vaeinv.sample``'s
   keyword options, a problem file's ``[sampler.<name>]`` table and ``vaeinv invert --option``
   are all read through it, and it validates its values on construction.
@@ -47,7 +48,16 @@ if TYPE_CHECKING:
 __all__ = ["KEPT_STATS", "Kernel", "Options", "check_fraction", "check_positive"]
 
 #: the step statistics the run loop keeps with every draw, when a kernel's info has them.
-KEPT_STATS = ("accepted", "acceptance_rate", "failed", "step_size", "diverging", "n_steps")
+KEPT_STATS = (
+    "accepted",
+    "acceptance_rate",
+    "failed",
+    "step_size",
+    "diverging",
+    "n_steps",
+    "coarse_acceptance_rate",
+    "coarse_solves",
+)
 
 
 def check_positive(name: str, value: Any, *, integer: bool = False, minimum: float = 0) -> None:

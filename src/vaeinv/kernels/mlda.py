@@ -1,36 +1,44 @@
-"""Two-level delayed acceptance (MLDA; Christen & Fox 2005, Lykkegaard et al. 2023) as the
-registered kernel ``"mlda"``: ``vaeinv.sample(posterior, "mlda", coarse=[coarse_posterior])``.
+"""Multilevel delayed acceptance (MLDA; Christen & Fox 2005, Lykkegaard et al. 2023) as the
+registered kernel ``"mlda"``: ``vaeinv.sample(posterior, "mlda", coarse=[coarsest, ...])``.
 
-The fine latent is ``z = (z_c, z_r)``: its first ``d_c`` coordinates are the coarse posterior's
-latent (the same standard-normal prior on them), the rest ``z_r`` (none when both levels have
-the same latent) are the fine level's own. One iteration, for every chain at once:
+Levels are numbered from the coarsest, ``0``, to the fine posterior, ``L`` (``coarse`` lists
+levels ``0 .. L-1``). Level ``l``'s latent is the first ``d_l`` coordinates of the fine latent
+(``d_0 <= d_1 <= ... <= d_L``, the same standard-normal prior on them; a multiscale prior's
+``level(k)`` has exactly this layout). One step of level ``l >= 1``, for every chain at once:
 
-1. ``z_r' = sqrt(1 - b_r^2) z_r + b_r xi`` (pCN on the fine-only coordinates, prior-reversible);
-2. a subchain of ``subchain_length`` pCN steps on the coarse posterior from ``z_c`` (each one
-   batched coarse decode and solve, accepted with the coarse likelihood ratio), ending at
-   ``z_c'``;
-3. one fine evaluation at ``z' = (z_c', z_r')``, accepted with probability
+1. ``z_r' = sqrt(1 - b^2) z_r + b xi`` on level ``l``'s own coordinates ``d_{l-1} .. d_l``
+   (pCN, prior-reversible; ``b`` is ``fine_step_size``);
+2. a subchain of ``subchain_length`` steps of level ``l - 1`` from the current point's first
+   ``d_{l-1}`` coordinates, ending at ``z_c'`` (level 0's steps are pCN on the coarsest
+   posterior, accepted with its likelihood ratio);
+3. one evaluation of level ``l`` at ``z' = (z_c', z_r')``, accepted with probability
 
-       min(1, [L_f(z') L_c(z_c)] / [L_f(z) L_c(z_c')]),
+       min(1, [L_l(z') L_{l-1}(z_c)] / [L_l(z) L_{l-1}(z_c')]),
 
-   the fine and coarse likelihoods ``L_f``, ``L_c``. The subchain is reversible with respect to
-   the coarse posterior and the fine-only move with respect to the prior, so the chain targets
-   the fine posterior exactly, however wrong the coarse model is (a worse one only accepts
-   less).
+   ``L_l`` level ``l``'s likelihood. Each subchain is reversible with respect to its level's
+   posterior and the own-coordinate move with respect to the prior, so level ``l``'s chain
+   targets level ``l``'s posterior exactly, whatever the coarser models are (a worse one only
+   accepts less); the fine level (one step per iteration) targets the fine posterior.
 
-The **error model** (option ``error_model``, on by default; Cui, Fox & O'Sullivan 2011): the
-coarse likelihood is taken as ``N(y; G_c(z_c) + mu, diag(sd^2 + s^2))``, with ``mu`` and ``s^2``
-the running mean and variance per datum of the fine-minus-coarse predictions at the fine
-evaluations. It is estimated during warm-up only and fixed from then on, so the sampling phase
-is an exact, fixed Markov kernel; the coarse model it corrects need not be close.
+The **error model** (option ``error_model``, on by default; Cui, Fox & O'Sullivan 2011): each
+coarse level's likelihood is taken as ``N(y; G_l(z_l) + mu_l, diag(sd^2 + s_l^2))``, with
+``mu_l`` and ``s_l^2`` the running mean and variance per datum of the fine-minus-level-``l``
+predictions at the fine evaluations, so that every level approximates the fine posterior. It
+is estimated over the second half of warm-up only (the first half's chains are still on their
+way in from over-dispersed starts, where the coarse models' errors are larger and would
+inflate ``s_l^2``) and fixed from then on, so the sampling phase is an exact, fixed Markov
+kernel. With no warm-up the coarse likelihoods are used as they are.
 
-During warm-up the coarse pCN's step adapts (Robbins-Monro, as pCN's) towards
-``target_accept`` (the coarse subchains' acceptance); the fine-only move keeps
-``fine_step_size`` (the fine decisions' acceptance is bounded by the coarse model's misfit, so
-adapting to it would shrink that step towards zero and freeze the fine-only coordinates).
-Coarse solves are counted in the result's ``coarse_forward_solves`` attribute, fine ones in
-``forward_solves``. Random numbers, per iteration: ``xi_r (C, d_r)``, then for each subchain
-step ``xi (C, d_c)`` and ``u (C,)``, then the fine decision's ``u (C,)``.
+During warm-up the coarsest pCN's step adapts (Robbins-Monro, as pCN's) towards
+``target_accept`` (its acceptance); the own-coordinate moves keep ``fine_step_size`` (the
+delayed decisions' acceptance is bounded by the coarser model's misfit, so adapting to it would
+shrink that step towards zero and freeze those coordinates). Level ``l`` is solved
+``subchain_length ** (L - l)`` times per iteration and chain: the result's attributes hold each
+level's total (``forward_solves`` the fine one, ``forward_solves_level_<l>`` and their sum
+``coarse_forward_solves`` the coarse ones), ``sample_stats`` the per-draw ``coarse_solves`` and
+``coarse_acceptance_rate`` with a ``level`` dimension. Random numbers, per step of level
+``l >= 1``: ``xi_r (C, d_l - d_{l-1})``, then the subchain's, then the decision's ``u (C,)``;
+per step of level 0: ``xi (C, d_0)``, ``u (C,)``.
 """
 
 from __future__ import annotations
@@ -41,36 +49,45 @@ from typing import NamedTuple
 
 import torch
 
+from ..grid import check_nested
 from .adaptation import robbins_monro
 from .base import Kernel, Options, check_fraction, check_positive
 from .pcn import check_standard_normal
 
-__all__ = ["MLDAInfo", "MLDAKernel", "MLDAOptions", "MLDAState"]
+__all__ = [
+    "MLDAInfo",
+    "MLDAKernel",
+    "MLDAOptions",
+    "MLDAState",
+    "check_coarse_levels",
+    "check_levels",
+]
 
 
 class MLDAState(NamedTuple):
-    """The state of ``C`` MLDA chains (float64 on the fine posterior's device).
+    """The state of ``C`` MLDA chains over ``L`` coarse levels (float64 on the fine
+    posterior's device).
 
     Attributes:
-        z: ``(C, d)`` the fine latents; ``z[:, :d_c]`` the coarse ones.
+        z: ``(C, d)`` the fine latents; ``z[:, :d_l]`` level ``l``'s.
         log_likelihood: ``(C,)`` fine log-likelihood of ``z``.
         prediction: ``(C, m)`` fine prediction of ``z``.
         field: ``(C, ny, nx)`` the fine decode of ``z``.
-        coarse_prediction: ``(C, m)`` the coarse prediction of ``z[:, :d_c]``.
-        log_step_size: ``(C, 2)`` ``log beta`` of the coarse pCN (adapted in warm-up) and of
-            the fine-only move (fixed).
-        log_step_avg: ``(C, 2)`` their averaged iterates (used once warm-up ends).
+        level_predictions: ``(C, L, m)`` each coarse level's prediction of its part of ``z``.
+        log_step_size: ``(C, L + 1)`` ``log beta`` of the coarsest pCN (column 0, adapted in
+            warm-up) and of each finer level's own-coordinate move (fixed).
+        log_step_avg: ``(C, L + 1)`` their averaged iterates (used once warm-up ends).
         adapt_count: ``()`` adaptation steps so far.
-        error_count: ``()`` fine evaluations in the error model.
-        error_mean: ``(m,)`` running mean of fine-minus-coarse predictions.
-        error_m2: ``(m,)`` running sum of squared deviations (Welford).
+        error_count: ``(L,)`` fine evaluations in each level's error model.
+        error_mean: ``(L, m)`` running means of fine-minus-level predictions.
+        error_m2: ``(L, m)`` running sums of squared deviations (Welford).
     """
 
     z: torch.Tensor
     log_likelihood: torch.Tensor
     prediction: torch.Tensor
     field: torch.Tensor
-    coarse_prediction: torch.Tensor
+    level_predictions: torch.Tensor
     log_step_size: torch.Tensor
     log_step_avg: torch.Tensor
     adapt_count: torch.Tensor
@@ -81,12 +98,17 @@ class MLDAState(NamedTuple):
 
 class MLDAInfo(NamedTuple):
     """One MLDA iteration per chain: ``accepted``, ``acceptance_rate`` (of the fine decision),
-    ``failed`` (the fine solve failed), ``step_size`` (the coarse pCN's ``beta``)."""
+    ``failed`` (the fine solve failed), ``step_size`` (the coarsest pCN's ``beta``),
+    ``coarse_acceptance_rate`` ``(C, L)`` (each coarse level's mean acceptance in this
+    iteration: the pCN's on level 0, the delayed decisions' above) and ``coarse_solves``
+    ``(C, L)`` (each coarse level's solves in this iteration)."""
 
     accepted: torch.Tensor
     acceptance_rate: torch.Tensor
     failed: torch.Tensor
     step_size: torch.Tensor
+    coarse_acceptance_rate: torch.Tensor
+    coarse_solves: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -94,11 +116,11 @@ class MLDAOptions(Options):
     """MLDA's options.
 
     Attributes:
-        subchain_length: coarse pCN steps per fine proposal, ``>= 1``.
-        step_size: the coarse pCN's initial ``beta`` in ``(0, 1]``.
-        target_accept: the coarse subchains' acceptance the adaptation aims at.
-        fine_step_size: the ``beta`` of the fine-only coordinates' pCN move (fixed).
-        error_model: correct the coarse likelihood by the fine-minus-coarse error model.
+        subchain_length: steps of level ``l - 1`` per proposal of level ``l``, ``>= 1``.
+        step_size: the coarsest pCN's initial ``beta`` in ``(0, 1]``.
+        target_accept: the coarsest pCN's acceptance the adaptation aims at.
+        fine_step_size: the ``beta`` of every finer level's own-coordinate pCN move (fixed).
+        error_model: correct each coarse likelihood by the fine-minus-level error model.
     """
 
     subchain_length: int = 5
@@ -116,26 +138,53 @@ class MLDAOptions(Options):
             raise ValueError(f"error_model must be true or false, got {self.error_model!r}")
 
 
-def _check_levels(coarse) -> list:
-    if isinstance(coarse, (list, tuple)):
-        levels = list(coarse)
-    else:
-        levels = [coarse]
-    if len(levels) != 1:
-        raise ValueError(
-            f"mlda takes one coarse posterior (coarse=[posterior]), got {len(levels)}; "
-            "more levels are not supported yet"
-        )
+def check_levels(coarse, method: str = "mlda") -> list:
+    levels = list(coarse) if isinstance(coarse, (list, tuple)) else [coarse]
+    if not levels:
+        raise ValueError(f"{method} needs at least one coarse posterior: coarse=[coarsest, ...]")
+    for k, level in enumerate(levels):
+        if not all(hasattr(level, a) for a in ("evaluate", "latent_dim", "log_likelihood_of")):
+            raise ValueError(
+                f"coarse[{k}] is {type(level).__name__}, expected a vaeinv.Posterior on a "
+                "coarser grid"
+            )
     return levels
 
 
+def check_coarse_levels(levels: list, target, method: str) -> None:
+    """Refuse coarse levels that cannot serve ``target``: latents that are not standard normal
+    or do not grow from level to level, other data or noise, grids that do not nest."""
+    check_standard_normal(target, method)
+    chain = [*levels, target]
+    for k, c in enumerate(levels):
+        where = f"coarse[{k}]"
+        check_standard_normal(c, method)
+        finer = chain[k + 1]
+        if c.latent_dim > finer.latent_dim:
+            raise ValueError(
+                f"{where} has {c.latent_dim} latents, more than the next finer level's "
+                f"{finer.latent_dim}; each level's latent must be the first coordinates of the "
+                "next"
+            )
+        same = c.num_data == target.num_data and torch.equal(c.data.cpu(), target.data.cpu())
+        if not same or not torch.equal(c.noise_std.cpu(), target.noise_std.cpu()):
+            raise ValueError(
+                f"{where} must have the fine posterior's data and noise (the same sensors read "
+                "on the coarse grid)"
+            )
+        if c.grid is not None and finer.grid is not None:
+            name = "fine" if k + 1 == len(levels) else f"coarse[{k + 1}]"
+            check_nested(c.grid, finer.grid, where, name)
+
+
 class MLDAKernel(Kernel):
-    """Two-level delayed acceptance (module docstring).
+    """Multilevel delayed acceptance (module docstring).
 
     Args:
-        coarse: ``[posterior]``, the coarse posterior: the same data and noise as the fine
-            one, a standard-normal latent of at most the fine latent's size (the fine latent's
-            first coordinates).
+        coarse: ``[coarsest, ..., next-to-fine]``, the coarse posteriors: the fine one's
+            data and noise, standard-normal latents that grow from level to level up to at
+            most the fine latent's size (each the first coordinates of the next), grids that
+            nest in the next finer one.
     """
 
     name = "mlda"
@@ -145,38 +194,32 @@ class MLDAKernel(Kernel):
 
     def __init__(self, coarse=None) -> None:
         if coarse is None:
-            raise ValueError("method 'mlda' needs coarse=[coarse_posterior]")
-        self.coarse = _check_levels(coarse)[0]
+            raise ValueError("method 'mlda' needs coarse=[coarsest_posterior, ...]")
+        self.levels = check_levels(coarse)
+        self.error_from = 0
+
+    def check(self, options, *, num_warmup: int, fixed_mass: bool) -> None:
+        """The error model learns from the warm-up iterations from ``num_warmup // 2`` on."""
+        self.error_from = num_warmup // 2
 
     def describe_inputs(self) -> dict:
         from ..provenance import tensor_sha256 as sha256
 
-        c = self.coarse
         return {
-            "coarse": {
-                "name": c.name,
-                "latent_dim": c.latent_dim,
-                "grid": str(c.grid),
-                "prior_weights_sha256": getattr(c.prior, "weights_sha256", None),
-                "noise_std_sha256": sha256(c.noise_std),
-            }
+            "coarse": [
+                {
+                    "name": c.name,
+                    "latent_dim": c.latent_dim,
+                    "grid": str(c.grid),
+                    "prior_weights_sha256": getattr(c.prior, "weights_sha256", None),
+                    "noise_std_sha256": sha256(c.noise_std),
+                }
+                for c in self.levels
+            ]
         }
 
     def _check(self, target) -> None:
-        c = self.coarse
-        check_standard_normal(target, self.name)
-        check_standard_normal(c, self.name)
-        if c.latent_dim > target.latent_dim:
-            raise ValueError(
-                f"the coarse latent has {c.latent_dim} dimensions, more than the fine "
-                f"{target.latent_dim}; the coarse latent must be the fine latent's first part"
-            )
-        same = c.num_data == target.num_data and torch.equal(c.data.cpu(), target.data.cpu())
-        if not same or not torch.equal(c.noise_std.cpu(), target.noise_std.cpu()):
-            raise ValueError(
-                "the coarse posterior must have the fine one's data and noise (the same "
-                "sensors read on the coarse grid)"
-            )
+        check_coarse_levels(self.levels, target, self.name)
 
     # ------------------------------------------------------------------ the protocol
     def init(self, run):
@@ -184,113 +227,173 @@ class MLDAKernel(Kernel):
         self._check(target)
         z = run.z0.to(target.device, torch.float64)
         fine = target.evaluate(z)
-        coarse = self._coarse(z[:, : self.coarse.latent_dim])
-        run.count("coarse_forward_solves", z.shape[0])
-        c, m = z.shape[0], target.num_data
+        predictions = []
+        for k, level in enumerate(self.levels):
+            predictions.append(level.evaluate(z[:, : level.latent_dim]).prediction)
+            run.count(f"forward_solves_level_{k}", z.shape[0])
+            run.count("coarse_forward_solves", z.shape[0])
+        c, m, n = z.shape[0], target.num_data, len(self.levels)
         f64 = {"dtype": torch.float64, "device": z.device}
         opts = run.options
-        log_step = torch.tensor([opts.step_size, opts.fine_step_size], **f64).log().expand(c, 2)
+        steps = [opts.step_size] + [opts.fine_step_size] * n
+        log_step = torch.tensor(steps, **f64).log().expand(c, n + 1)
         return MLDAState(
             z=z,
             log_likelihood=fine.log_likelihood,
             prediction=fine.prediction,
             field=fine.field,
-            coarse_prediction=coarse.prediction,
+            level_predictions=torch.stack(predictions, dim=1),
             log_step_size=log_step.clone(),
             log_step_avg=log_step.clone(),
             adapt_count=torch.zeros((), dtype=torch.int64, device=z.device),
-            error_count=torch.zeros((), dtype=torch.int64, device=z.device),
-            error_mean=torch.zeros(m, **f64),
-            error_m2=torch.zeros(m, **f64),
+            error_count=torch.zeros(n, dtype=torch.int64, device=z.device),
+            error_mean=torch.zeros(n, m, **f64),
+            error_m2=torch.zeros(n, m, **f64),
         )
 
-    def _coarse(self, zc):
-        return self.coarse.evaluate(zc)
-
     def step(self, target, state, generator, *, adapt, options):
-        dc = self.coarse.latent_dim
+        n, j = len(self.levels), options.subchain_length
+        walk = _Walk(self, state, generator, options)
+        top = n - 1
+        d_c = self.levels[top].latent_dim
         z = state.z
-        c, d = z.shape
-        on = {"generator": generator, "dtype": torch.float64, "device": generator.device}
-        beta = state.log_step_size.exp()
-        xi_r = torch.randn(c, d - dc, **on).to(z.device)
-        z_r = torch.sqrt(1 - beta[:, 1:] ** 2) * z[:, dc:] + beta[:, 1:] * xi_r
-        ll_c = self._coarse_ll(state, state.coarse_prediction, options)
-        zc, pc, llc, rate = z[:, :dc], state.coarse_prediction, ll_c, 0.0
-        for _ in range(options.subchain_length):
-            prop = torch.sqrt(1 - beta[:, :1] ** 2) * zc + beta[:, :1] * torch.randn(
-                c, dc, **on
-            ).to(z.device)
-            u = torch.rand(c, **on).to(z.device)
-            out = self._coarse(prop)
-            ll_new = self._coarse_ll(state, out.prediction, options)
-            a = torch.where(torch.isfinite(ll_new), (ll_new - llc).clamp(max=0.0).exp(), 0.0)
-            take = u < a
-            zc = torch.where(take[:, None], prop, zc)
-            pc = torch.where(take[:, None], out.prediction, pc)
-            llc = torch.where(take, ll_new, llc)
-            rate = rate + a
+        z_r = walk.own_move(n, z[:, d_c:])
+        preds = list(state.level_predictions.unbind(1))
+        ll_c = walk.log_likelihood(top, preds[top])
+        zc, preds_c, llc = walk.subchain(top, z[:, :d_c], preds, ll_c)
         proposal = torch.cat([zc, z_r], dim=1)
         fine = target.evaluate(proposal)
         failed = ~torch.isfinite(fine.log_likelihood)
         log_ratio = (fine.log_likelihood - state.log_likelihood) + (ll_c - llc)
         alpha = torch.where(failed, 0.0, log_ratio.clamp(max=0.0).exp())
-        accepted = torch.rand(c, **on).to(z.device) < alpha
+        accepted = walk.uniform() < alpha
         keep = accepted[:, None]
+        proposed = torch.stack(preds_c, dim=1)
         new = state._replace(
             z=torch.where(keep, proposal, z),
             log_likelihood=torch.where(accepted, fine.log_likelihood, state.log_likelihood),
             prediction=torch.where(keep, fine.prediction, state.prediction),
             field=torch.where(keep[..., None], fine.field.to(state.field.dtype), state.field),
-            coarse_prediction=torch.where(keep, pc, state.coarse_prediction),
+            level_predictions=torch.where(keep[..., None], proposed, state.level_predictions),
         )
+        visits = [j ** (n - k) for k in range(n)]  # steps (and solves) of level k
         if adapt:
-            new = _adapted(new, rate / options.subchain_length, options)
-            if options.error_model:
-                new = _with_error(new, fine.prediction - pc, failed)
-        info = MLDAInfo(accepted, alpha, failed, beta[:, 0].clone())
+            new = _adapted(new, walk.rates[0] / visits[0], options)
+            if options.error_model and int(state.adapt_count) >= self.error_from:
+                new = _with_error(new, fine.prediction[:, None] - proposed, failed)
+        rates = torch.stack([walk.rates[k] / visits[k] for k in range(n)], dim=1)
+        solves = torch.tensor(visits, device=z.device).expand(z.shape[0], n)
+        info = MLDAInfo(accepted, alpha, failed, state.log_step_size[:, 0].exp(), rates, solves)
         return new, info
-
-    def _coarse_ll(self, state, prediction, options) -> torch.Tensor:
-        """The coarse log-likelihood of coarse predictions, with the error model if on."""
-        c = self.coarse
-        if not options.error_model or int(state.error_count) < 2:
-            return c.log_likelihood_of(prediction)
-        var = state.error_m2 / (state.error_count - 1).to(torch.float64)
-        sd2 = c.noise_std**2 + var
-        r = prediction - (c.data + state.error_mean)
-        value = -0.5 * (r * r / sd2 + torch.log(2 * math.pi * sd2)).sum(-1)
-        return torch.where(torch.isfinite(value), value, -math.inf)
 
     def end_warmup(self, state):
         return state._replace(log_step_size=state.log_step_avg.clone())
 
     def advance(self, run, state, iterations, *, adapt, thin):
-        before = self.coarse.work.forward_solves
+        before = [level.work.forward_solves for level in self.levels]
         out = super().advance(run, state, iterations, adapt=adapt, thin=thin)
-        run.count("coarse_forward_solves", self.coarse.work.forward_solves - before)
+        for k, level in enumerate(self.levels):
+            solves = level.work.forward_solves - before[k]
+            run.count(f"forward_solves_level_{k}", solves)
+            run.count("coarse_forward_solves", solves)
         return out
 
 
+class _Walk:
+    """One MLDA iteration's recursion over the coarse levels (the module docstring's steps),
+    drawing every random number from one generator in a fixed order; ``rates[k]`` sums level
+    ``k``'s acceptance probabilities over its steps."""
+
+    def __init__(self, kernel: MLDAKernel, state: MLDAState, generator, options) -> None:
+        self.levels = kernel.levels
+        self.state = state
+        self.options = options
+        self.on = {"generator": generator, "dtype": torch.float64, "device": generator.device}
+        self.device = state.z.device
+        self.beta = state.log_step_size.exp()
+        self.rates = [0.0] * len(self.levels)
+
+    def uniform(self) -> torch.Tensor:
+        return torch.rand(self.state.z.shape[0], **self.on).to(self.device)
+
+    def own_move(self, level: int, z_r: torch.Tensor) -> torch.Tensor:
+        """pCN on level ``level``'s own coordinates (``beta`` column ``level``)."""
+        xi = torch.randn(*z_r.shape, **self.on).to(self.device)
+        b = self.beta[:, level : level + 1]
+        return torch.sqrt(1 - b**2) * z_r + b * xi
+
+    def log_likelihood(self, k: int, prediction: torch.Tensor) -> torch.Tensor:
+        """Coarse level ``k``'s log-likelihood of ``prediction``, with the error model if on."""
+        c, state = self.levels[k], self.state
+        count = state.error_count[k]
+        if not self.options.error_model or int(count) < 2:
+            return c.log_likelihood_of(prediction)
+        var = state.error_m2[k] / (count - 1).to(torch.float64)
+        sd2 = c.noise_std**2 + var
+        r = prediction - (c.data + state.error_mean[k])
+        value = -0.5 * (r * r / sd2 + torch.log(2 * math.pi * sd2)).sum(-1)
+        return torch.where(torch.isfinite(value), value, -math.inf)
+
+    def subchain(self, k: int, z, preds, ll):
+        """``subchain_length`` steps of level ``k`` from ``z (C, d_k)`` whose predictions at
+        levels ``0..k`` are ``preds`` and whose level-``k`` log-likelihood is ``ll``."""
+        preds = list(preds[: k + 1])
+        for _ in range(self.options.subchain_length):
+            z, preds, ll = self._step(k, z, preds, ll)
+        return z, preds, ll
+
+    def _step(self, k: int, z, preds, ll):
+        level = self.levels[k]
+        if k == 0:
+            b = self.beta[:, :1]
+            xi = torch.randn(*z.shape, **self.on).to(self.device)
+            proposal, proposed, ll_below, ll_below_new = torch.sqrt(1 - b**2) * z + b * xi, [], 0, 0
+        else:
+            d_c = self.levels[k - 1].latent_dim
+            z_r = self.own_move(k, z[:, d_c:])
+            ll_below = self.log_likelihood(k - 1, preds[k - 1])
+            zc, proposed, ll_below_new = self.subchain(k - 1, z[:, :d_c], preds, ll_below)
+            proposal = torch.cat([zc, z_r], dim=1)
+        u = self.uniform()
+        out = level.evaluate(proposal)
+        ll_new = self.log_likelihood(k, out.prediction)
+        log_ratio = (ll_new - ll) + (ll_below - ll_below_new)
+        a = torch.where(torch.isfinite(ll_new), log_ratio.clamp(max=0.0).exp(), 0.0)
+        take = u < a
+        self.rates[k] = self.rates[k] + a
+        proposed = [*proposed, out.prediction]
+        preds = [torch.where(take[:, None], p, q) for p, q in zip(proposed, preds, strict=True)]
+        return torch.where(take[:, None], proposal, z), preds, torch.where(take, ll_new, ll)
+
+
 def _adapted(state: MLDAState, coarse_rate, options) -> MLDAState:
-    """Robbins-Monro on the coarse pCN's ``log beta`` (column 0); column 1 stays."""
+    """Robbins-Monro on the coarsest pCN's ``log beta`` (column 0); the others stay."""
     log_step, count, log_avg = robbins_monro(
         state.log_step_size[:, 0], state.adapt_count, state.log_step_avg[:, 0], coarse_rate,
         options.target_accept,
     )  # fmt: skip
     return state._replace(
-        log_step_size=torch.stack([log_step, state.log_step_size[:, 1]], dim=1),
-        log_step_avg=torch.stack([log_avg, state.log_step_avg[:, 1]], dim=1),
+        log_step_size=torch.cat([log_step[:, None], state.log_step_size[:, 1:]], dim=1),
+        log_step_avg=torch.cat([log_avg[:, None], state.log_step_avg[:, 1:]], dim=1),
         adapt_count=count,
     )
 
 
 def _with_error(state: MLDAState, difference: torch.Tensor, failed: torch.Tensor) -> MLDAState:
-    """Welford's update of the error model by each chain's finite fine-minus-coarse row."""
-    count, mean, m2 = state.error_count, state.error_mean, state.error_m2
-    for row in difference[~failed & torch.isfinite(difference).all(-1)]:
-        count = count + 1
-        delta = row - mean
-        mean = mean + delta / count.to(torch.float64)
-        m2 = m2 + delta * (row - mean)
-    return state._replace(error_count=count, error_mean=mean, error_m2=m2)
+    """Welford's update of each level's error model by each chain's finite fine-minus-level
+    row (``difference (C, L, m)``)."""
+    counts, means, m2s = [], [], []
+    for k in range(difference.shape[1]):
+        count, mean, m2 = state.error_count[k], state.error_mean[k], state.error_m2[k]
+        rows = difference[:, k]
+        for row in rows[~failed & torch.isfinite(rows).all(-1)]:
+            count = count + 1
+            delta = row - mean
+            mean = mean + delta / count.to(torch.float64)
+            m2 = m2 + delta * (row - mean)
+        counts.append(count)
+        means.append(mean)
+        m2s.append(m2)
+    return state._replace(
+        error_count=torch.stack(counts), error_mean=torch.stack(means), error_m2=torch.stack(m2s)
+    )

@@ -77,9 +77,11 @@ def _register_builtin() -> None:
     from .mlda import MLDAKernel
     from .nuts_kernel import NUTSKernel
     from .pcn import PCNKernel
+    from .staged import StagedKernel
     from .tpcn import TPCNKernel
 
-    for kernel in (PCNKernel, GPCNKernel, TPCNKernel, HMCKernel, NUTSKernel, MLDAKernel):
+    builtin = (PCNKernel, GPCNKernel, TPCNKernel, HMCKernel, NUTSKernel, MLDAKernel, StagedKernel)
+    for kernel in builtin:
         register(kernel)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..grid import Grid
+from ..grid import check_nested
 from .base import LatentPrior
 
 __all__ = ["MultiscalePrior", "is_multiscale_folder"]
@@ -225,18 +225,4 @@ class MultiscalePrior(LatentPrior):
             self.grids[: k + 1],
             name=f"{self.name}[{sizes}]",
             weights_sha256=self.weights_sha256,
-        )
-
-
-def check_nested(coarse: Grid, fine: Grid, coarse_name: str, fine_name: str) -> None:
-    """Raise ``ValueError`` unless ``coarse`` nests in ``fine``: the same domain, each side of
-    ``fine`` an integer multiple (at least 1) of ``coarse``'s."""
-    same_domain = abs(coarse.lx - fine.lx) <= 1e-12 * fine.lx and abs(coarse.ly - fine.ly) <= (
-        1e-12 * fine.ly
-    )
-    if not same_domain or fine.nx % coarse.nx or fine.ny % coarse.ny:
-        raise ValueError(
-            f"the {coarse_name} grid {coarse.ny} x {coarse.nx} on {coarse.lx} x {coarse.ly} does "
-            f"not nest in the {fine_name} grid {fine.ny} x {fine.nx} on {fine.lx} x {fine.ly}: "
-            "expected the same domain and sides that divide the finer ones"
         )

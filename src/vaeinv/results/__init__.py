@@ -5,6 +5,7 @@ convergence diagnostics and the report of a run.
 """
 
 from .inference_data import (
+    LEVEL_STATS,
     NUTS_STATS,
     PCN_STATS,
     diagnostics,
@@ -17,6 +18,7 @@ from .inference_data import (
 from .run_result import from_run
 
 __all__ = [
+    "LEVEL_STATS",
     "NUTS_STATS",
     "PCN_STATS",
     "diagnostics",

@@ -6,7 +6,9 @@ This is the only module of vaeinv that imports ArviZ. The layout of a result
 - ``posterior``: ``z (chain, draw, latent)`` and ``log_k (chain, draw, y, x)``, the latents
   and the field of the same kept draws (``x``, ``y`` hold the cell centres).
 - ``sample_stats`` ``(chain, draw)``: ``lp``, ``acceptance_rate``, ``step_size`` and
-  ``accepted``, ``failed`` (pCN) or ``diverging``, ``tree_depth``, ``n_steps`` (NUTS).
+  ``accepted``, ``failed`` (pCN) or ``diverging``, ``tree_depth``, ``n_steps`` (NUTS);
+  multilevel kernels add ``coarse_acceptance_rate`` and ``coarse_solves``
+  ``(chain, draw, level)``, one entry per coarse level (0 the coarsest).
 - ``log_likelihood``: ``y (chain, draw, sensor)``, the pointwise log-likelihood per sensor.
 - ``posterior_predictive``: ``y (chain, draw, sensor)``, the noise-free predicted sensor values
   ``forward(decode(z))``.
@@ -62,7 +64,9 @@ __all__ = [
 PCN_STATS = ("lp", "acceptance_rate", "step_size", "accepted", "failed")
 #: sample statistics recorded by NUTS (ArviZ's names).
 NUTS_STATS = ("lp", "acceptance_rate", "step_size", "diverging", "tree_depth", "n_steps")
-_STAT_NAMES = frozenset(PCN_STATS + NUTS_STATS)
+#: per-level statistics of multilevel kernels, ``(chain, draw, level)``.
+LEVEL_STATS = ("coarse_acceptance_rate", "coarse_solves")
+_STAT_NAMES = frozenset(PCN_STATS + NUTS_STATS + LEVEL_STATS)
 _DRAW_KEYS = frozenset(
     {"z", "chain", "draw", "prediction", "log_likelihood", "log_k"} | _STAT_NAMES
 )
@@ -126,7 +130,7 @@ def to_inference_data(
             (read: ``data``, ``noise_std``, ``sensors``, ``grid``, ``truth``).
         draws: arrays (numpy or torch) of ``C`` chains and ``N`` kept draws: ``z (C, N, d)``;
             any sample statistics of `PCN_STATS` or
-            `NUTS_STATS` ``(C, N)``; optional
+            `NUTS_STATS` ``(C, N)``, of `LEVEL_STATS` ``(C, N, levels)``; optional
             ``prediction (C, N, m)``, ``log_likelihood (C, N, m)`` (pointwise),
             ``log_k (C, N, ny, nx)`` (the fields of the same draws), ``draw (N,)`` (the
             draw coordinate, default ``0..N-1``) and ``chain (C,)`` (the chain coordinate,
@@ -189,12 +193,19 @@ def to_inference_data(
     groups = {"posterior": xr.Dataset(post, coords=post_coords, attrs=run_attrs)}
 
     stats = {}
+    stat_coords = dict(chain_draw)
     for name in sorted(_STAT_NAMES & set(draws)):
         value = _numpy(draws[name])
-        _check_shape(name, value, (num_chains, num_draws))
-        stats[name] = (("chain", "draw"), value)
+        if name in LEVEL_STATS:
+            num_levels = value.shape[-1] if value.ndim == 3 else -1
+            _check_shape(name, value, (num_chains, num_draws, num_levels))
+            stats[name] = (("chain", "draw", "level"), value)
+            stat_coords["level"] = np.arange(num_levels)
+        else:
+            _check_shape(name, value, (num_chains, num_draws))
+            stats[name] = (("chain", "draw"), value)
     if stats:
-        groups["sample_stats"] = xr.Dataset(stats, coords=chain_draw, attrs=group_attrs)
+        groups["sample_stats"] = xr.Dataset(stats, coords=stat_coords, attrs=group_attrs)
     for key, group, extra in (
         ("log_likelihood", "log_likelihood", {}),
         ("prediction", "posterior_predictive", {"description": "noise-free forward(decode(z))"}),
