@@ -165,7 +165,7 @@ def test_bad_mlda_input_is_refused_before_any_solve():
         vaeinv.sample(fine, "mlda", coarse=[coarse, _coarse(problem, 1, 1.0, 0.0)], **quick)
     off_grid = _coarse(problem, 2, 1.0, 0.0)
     off_grid.grid = vaeinv.Grid(3, 3)
-    with pytest.raises(ValueError, match="grid 3 x 3 .* does not nest in the fine grid"):
+    with pytest.raises(ValueError, match=r"grid 3 x 3 .* does not nest in the fine grid"):
         vaeinv.sample(fine, "mlda", coarse=[off_grid], **quick)
     with pytest.raises(ValueError, match="subchain_length must be an integer >= 1"):
         vaeinv.sample(fine, "mlda", coarse=[coarse], subchain_length=0, **quick)

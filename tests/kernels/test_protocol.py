@@ -39,10 +39,15 @@ TINY: dict[str, dict] = {
     "tpcn": {"laplace_steps": 5, "flow_steps": 10, "flow_layers": 2, "flow_hidden": 8},
     "hmc": {"laplace_steps": 5, "max_steps": 64},
     "nuts": {"max_tree_depth": 5},
+    "staged": {"stage_iterations": 4},
     RWM: {"step_size": 0.5},
 }
-#: kernels' inputs (objects, not options): MLDA's coarse level, here the posterior itself
-INPUTS = {"mlda": lambda posterior: {"coarse": [posterior]}}
+#: kernels' inputs (objects, not options): the coarse level of MLDA and of the staged run, here
+#: the posterior itself
+INPUTS = {
+    "mlda": lambda posterior: {"coarse": [posterior]},
+    "staged": lambda posterior: {"coarse": [posterior]},
+}
 NUM_CHAINS, NUM_DRAWS = 2, 12
 RUN = {
     "num_chains": NUM_CHAINS,

@@ -130,7 +130,7 @@ def invert(args) -> int:
     _check_device(args.device)
     out = Path(args.out or f"out/{problem.name}.nc")
     checkpoint = out.with_name(out.name + ".partial")
-    posterior = problem.posterior(prior=args.prior)
+    posterior, inputs = problem.sampling_inputs(method, prior=args.prior)
     from ..results import save
     from ..runs import sampling as runs_sample
     from ..runs.thinning import resolve_thin
@@ -159,9 +159,12 @@ def invert(args) -> int:
         )
     thin = settings["thin"]
     auto = " (auto)" if thin_requested == "auto" else ""
+    levels = [f"{c.grid.ny} x {c.grid.nx}" for c in inputs.get("coarse", [])]
     print(
         f"{problem.name}: {posterior.num_data} data, prior {posterior.name!r} "
-        f"({posterior.latent_dim} latents); {method}, {settings['num_chains']} chains x "
+        f"({posterior.latent_dim} latents"
+        + (f"; coarse levels {', '.join(levels)}" if levels else "")
+        + f"); {method}, {settings['num_chains']} chains x "
         f"({settings['num_warmup']} warm-up + {settings['num_draws']}) iterations, "
         f"thin {thin}{auto}: {settings['num_draws'] // thin} draws kept per chain, "
         f"seed {settings['seed']}; checkpoints in {checkpoint}"
@@ -184,6 +187,7 @@ def invert(args) -> int:
             chunk_size=chunk_size,
             progress=not args.no_progress,
             attrs=problem.attrs(),
+            **inputs,
             **options,
         )
     except KeyboardInterrupt:

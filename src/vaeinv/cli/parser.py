@@ -297,7 +297,11 @@ def _add_inversion_commands(sub) -> None:
     inv.add_argument("--out", help="result file (netCDF; default out/<problem>.nc)")
     inv.add_argument("--device", help="torch device, e.g. cpu or cuda")
     inv.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    inv.add_argument("--prior", help="another prior: a shipped name, checkpoint or gaussian-field")
+    inv.add_argument(
+        "--prior",
+        help="another prior: a shipped name, checkpoint or gaussian-field (for mlda and staged: "
+        "a multiscale prior instead of the problem's [multilevel] one)",
+    )
     inv.add_argument("--chunk-size", type=int, help="kept draws per checkpoint")
     inv.add_argument(
         "--option",

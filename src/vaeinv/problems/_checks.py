@@ -19,7 +19,11 @@ _TOP_KEYS = (
     "truth",
     "data",
     "sampler",
+    "multilevel",
 )
+_MULTILEVEL_KEYS = ("prior", "levels")
+#: the kernel inputs a problem file can provide (coarse posteriors from [multilevel])
+PROBLEM_INPUTS = ("coarse",)
 _GRID_KEYS = ("nx", "ny", "lx", "ly")
 _PHYSICS_KEYS = ("dirichlet", "source", "solver")
 _SENSOR_KEYS = ("lattice", "file")
@@ -45,9 +49,11 @@ _RUN_KEYS = ("method", "num_chains", "num_draws", "num_warmup", "thin", "seed", 
 
 
 def problem_methods() -> tuple[str, ...]:
-    """The registered kernels a problem file can run: those that need no inputs besides the
-    problem (MLDA needs its coarse posterior)."""
-    return tuple(m for m in registry.available() if not registry.get(m).inputs)
+    """The registered kernels a problem file can run: those whose inputs a problem provides
+    (the coarse posteriors of ``mlda`` and ``staged`` come from its ``[multilevel]`` table)."""
+    return tuple(
+        m for m in registry.available() if set(registry.get(m).inputs) <= set(PROBLEM_INPUTS)
+    )
 
 
 def sampler_keys() -> tuple[str, ...]:

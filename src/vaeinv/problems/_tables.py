@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from ._checks import (
     _DATA_KEYS,
     _FIELD_PRIOR_KEYS,
     _GRID_KEYS,
+    _MULTILEVEL_KEYS,
     _NOISE_KINDS,
     _PHYSICS_KEYS,
     _PRIOR_KEYS,
@@ -34,7 +36,7 @@ from ._checks import (
     sampler_keys,
 )
 from .files import _read_csv, read_truth
-from .spec import PhysicsSpec, PriorSpec, SamplerDefaults
+from .spec import MultilevelSpec, PhysicsSpec, PriorSpec, SamplerDefaults
 
 
 def _grid(raw: dict) -> Grid:
@@ -209,3 +211,29 @@ def _sampler(raw: dict) -> SamplerDefaults:
         if method in table:
             options[method] = check_sampler_options(method, table[method], f"[sampler.{method}]")
     return SamplerDefaults(**{**base.__dict__, **kwargs, "options": options})
+
+
+def _multilevel(raw: dict, grid: Grid, folder: Path) -> MultilevelSpec | None:
+    if "multilevel" not in raw:
+        return None
+    table = _check_keys(raw["multilevel"], _MULTILEVEL_KEYS, "[multilevel]")
+    prior = _require(table, "prior", "[multilevel]")
+    if not isinstance(prior, str) or not prior:
+        raise ValueError(f"[multilevel] prior must be a multiscale prior's name, got {prior!r}")
+    local = folder / prior
+    prior = str(local.resolve()) if local.exists() else prior
+    levels = table.get("levels")
+    if levels is not None:
+        ok = isinstance(levels, list) and len(levels) >= 2
+        ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in levels)
+        if not ok or any(a >= b for a, b in itertools.pairwise(levels)):
+            raise ValueError(
+                f"[multilevel] levels must list two or more growing grid sizes, got {levels!r}"
+            )
+        if levels[-1] != grid.ny:
+            raise ValueError(
+                f"[multilevel] levels must end with the problem's grid size {grid.ny}, "
+                f"got {levels!r}"
+            )
+        levels = tuple(levels)
+    return MultilevelSpec(prior, levels)

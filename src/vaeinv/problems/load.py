@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 from ._checks import _TOP_KEYS, _check_keys, _require
-from ._tables import _data, _grid, _physics, _prior, _sampler, _sensors, _truth
+from ._tables import _data, _grid, _multilevel, _physics, _prior, _sampler, _sensors, _truth
 from .spec import Problem
 
 __all__ = ["list_problems", "load_problem", "problems_folder"]
@@ -80,6 +80,17 @@ def load_problem(name_or_path: str | Path, *, require_data: bool = True) -> Prob
     prior = _prior(raw, folder)
     truth, truth_spec = _truth(raw, grid, folder, require_data)
     data, noise_std, meta = _data(raw, folder, sensors_xy, require_data)
+    multilevel = _multilevel(raw, grid, folder)
+    sampler = _sampler(raw)
+    if multilevel is None:
+        from ..kernels import registry
+
+        needs = [m for m in (sampler.method,) if "coarse" in registry.get(m).inputs]
+        if needs:
+            raise ValueError(
+                f"[sampler] method {needs[0]!r} runs on the levels of a multiscale prior: add a "
+                '[multilevel] table naming one (prior = "...")'
+            )
     return Problem(
         name=name,
         description=description,
@@ -96,5 +107,6 @@ def load_problem(name_or_path: str | Path, *, require_data: bool = True) -> Prob
         data_seed=meta["seed"],
         data_file=meta["path"],
         truth_spec=truth_spec,
-        sampler_defaults=_sampler(raw),
+        sampler_defaults=sampler,
+        multilevel=multilevel,
     )

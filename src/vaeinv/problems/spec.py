@@ -103,6 +103,26 @@ class SamplerDefaults:
         return dict(self.options.get(method, {}))
 
 
+@dataclass(frozen=True)
+class MultilevelSpec:
+    """The levels of multilevel methods (``mlda``, ``staged``): the ``[multilevel]`` table.
+
+    Args:
+        prior: a multiscale prior (a shipped name such as ``"channel16-32-64"`` or a folder).
+        levels: the grid sizes (``ny``) of the levels to use, coarsest first, the last the
+            problem's grid; ``None`` uses every level of the prior.
+    """
+
+    prior: str
+    levels: tuple[int, ...] | None = None
+
+    def config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"prior": self.prior}
+        if self.levels is not None:
+            out["levels"] = list(self.levels)
+        return out
+
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """A validated inverse problem (see the module docstring for the file layout).
@@ -126,6 +146,7 @@ class Problem:
         data_file: the data file's path.
         truth_spec: the ``[truth]`` table (``file``, ``format``, optional ``seed``, ``generator``).
         sampler_defaults: the ``[sampler]`` table.
+        multilevel: the ``[multilevel]`` table, or ``None``.
     """
 
     name: str
@@ -144,6 +165,7 @@ class Problem:
     data_file: Path
     truth_spec: dict[str, Any] | None
     sampler_defaults: SamplerDefaults
+    multilevel: MultilevelSpec | None = None
 
     def __repr__(self) -> str:
         return (
@@ -219,6 +241,87 @@ class Problem:
             truth=self.truth,
         )
         return post if device is None else post.to(device)
+
+    def level_posteriors(self, prior=None, device=None) -> list:
+        """The posteriors of the levels of a multiscale prior, coarsest first, the problem's
+        own grid last: level ``k`` decodes with ``prior.level(k)`` and solves this problem's
+        flow on that level's grid, read at the same sensor positions, with the same data and
+        noise (and the truth coarsened to the level's grid).
+
+        Args:
+            prior: a multiscale prior (a name, a folder or the object) instead of the one in
+                ``[multilevel]``.
+            device: move the posteriors there.
+
+        Raises:
+            ValueError: no ``[multilevel]`` table and no ``prior``, a prior that is not
+                multiscale, or levels that the prior does not have (the valid ones named).
+        """
+        from ..fields.coarsen import coarsen
+        from ..physics import PointSensors
+        from ..posterior import Posterior
+        from ..priors.multiscale import MultiscalePrior
+
+        if prior is None:
+            if self.multilevel is None:
+                raise ValueError(
+                    f"problem {self.name!r} has no [multilevel] table: name a multiscale prior "
+                    'there (e.g. prior = "gaussian16-64") or pass one'
+                )
+            prior = self.multilevel.prior
+        the_prior = self.build_prior(prior)
+        if not isinstance(the_prior, MultiscalePrior):
+            label = getattr(the_prior, "name", None) or type(the_prior).__name__
+            raise ValueError(f"the prior {label!r} is not a multiscale prior (it has one level)")
+        if self.data is None:
+            raise ValueError(f"problem {self.name!r} has no data file {str(self.data_file)!r}")
+        if the_prior.grid != self.grid:
+            raise ValueError(
+                f"the finest level of {the_prior.name!r} is on {the_prior.grid} but problem "
+                f"{self.name!r} has its physics on {self.grid}"
+            )
+        sizes = [g.ny for g in the_prior.grids]
+        wanted = list(sizes)
+        if self.multilevel is not None and self.multilevel.levels is not None:
+            wanted = list(self.multilevel.levels)
+        missing = [n for n in wanted if n not in sizes]
+        if missing or wanted[-1] != sizes[-1]:
+            raise ValueError(
+                f"[multilevel] levels {wanted} must be grid sizes of {the_prior.name!r} "
+                f"({sizes}) ending with the finest, {sizes[-1]}"
+            )
+        noise = self.noise_fraction if self.noise_kind == "relative" else self.noise_std
+        out = []
+        for k in (sizes.index(n) for n in wanted):
+            grid = the_prior.grids[k]
+            truth = None
+            if self.truth is not None:
+                truth = coarsen(self.truth, self.grid.ny // grid.ny)
+            post = Posterior(
+                the_prior.level(k),
+                self.physics.build(grid),
+                PointSensors(grid, self.sensors_xy),
+                self.data,
+                noise,
+                noise_kind=self.noise_kind,
+                truth=truth,
+            )
+            out.append(post if device is None else post.to(device))
+        return out
+
+    def sampling_inputs(self, method: str, prior=None, device=None):
+        """``(posterior, inputs)`` for ``vaeinv.sample(posterior, method, **inputs)``: the
+        problem's posterior and no inputs, or, for a kernel that takes coarse posteriors
+        (``mlda``, ``staged``), the finest of `level_posteriors` and ``coarse=`` the others.
+        """
+        from ..kernels import registry
+
+        if "coarse" not in registry.get(method).inputs:
+            return self.posterior(prior=prior, device=device), {}
+        levels = self.level_posteriors(prior=prior, device=device)
+        if len(levels) < 2:
+            raise ValueError(f"method {method!r} needs at least two levels, got {len(levels)}")
+        return levels[-1], {"coarse": levels[:-1]}
 
     def attrs(self) -> dict[str, Any]:
         """What a run records about its problem (``vaeinv.sample``'s ``attrs``, part of the
