@@ -209,7 +209,8 @@ def test_prior_override_and_the_gaussian_field_prior(tiny):
         (
             'method = "pcn"',
             'method = "mala"',
-            r"\[sampler\] method must be one of 'gpcn', 'hmc', 'mlda', 'nuts', 'pcn', 'staged', 'tpcn'",
+            r"\[sampler\] method must be one of 'gpcn', 'hmc', 'mlda', 'nuts', 'pcn', 'staged', "
+            r"'tpcn'",
         ),
         (
             "num_draws = 60",
