@@ -100,7 +100,7 @@ def test_bad_multiscale_input_is_refused(tiny_prior, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_prior, broken)
     (broken / "level1.safetensors").unlink()
-    with pytest.raises(ValueError, match="missing level 1: level1.safetensors not found"):
+    with pytest.raises(ValueError, match=r"missing level 1: level1\.safetensors not found"):
         MultiscalePrior.load(broken)
     (broken / "multiscale.json").write_text(json.dumps({"format": "other", "levels": []}))
     with pytest.raises(ValueError, match="is not a multiscale prior description"):
