@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU wheel of torch is installed first: any other torch spec pulls a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: venv demo test lint bench bench-latent docs clean
+.PHONY: venv demo test lint bench bench-latent bench-multilevel docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ bench: $(STAMP)
 # the latent-size sweep trains four VAEs (about 10 minutes on 2 cores)
 bench-latent: $(STAMP)
 	$(BIN)/python benchmarks/latent_size.py
+
+# multilevel inversion of both MDGM problems against tinyDA (installed without its arviz and
+# numpy pins, which vaeinv's exclude; see benchmarks/multilevel.py); about an hour on 2 cores
+bench-multilevel: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps tinyda==0.9.21
+	$(BIN)/python benchmarks/multilevel.py --threads 1
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

@@ -473,7 +473,7 @@ def test_checkpoint_errors(problem, seed, tmp_path):
     [
         (
             {"method": "mala"},
-            r"unknown method 'mala'; expected one of \['gpcn', 'hmc', 'mlda', 'nuts', 'pcn', 'tp",
+            r"unknown method 'mala'; expected one of \['gpcn', 'hmc', 'mlda', 'nuts', 'pcn', 'st",
         ),
         ({"beta": 0.1}, r"unknown sampler option\(s\) \['beta'\] for method 'pcn'; valid"),
         ({"method": "nuts", "max_depth": 3}, r"unknown sampler option\(s\) \['max_depth'\]"),

@@ -120,6 +120,22 @@ def _check_shape(name: str, array: np.ndarray, expected: tuple[int, ...]) -> Non
         raise ValueError(f"draws[{name!r}] has shape {array.shape}, expected {expected}")
 
 
+def _sample_stats(draws, chain_draw: dict, shape: tuple[int, int], attrs: dict):
+    """The ``sample_stats`` group of the statistics in ``draws`` (``None`` if none)."""
+    stats, coords = {}, dict(chain_draw)
+    for name in sorted(_STAT_NAMES & set(draws)):
+        value = _numpy(draws[name])
+        if name in LEVEL_STATS:
+            num_levels = value.shape[-1] if value.ndim == 3 else -1
+            _check_shape(name, value, (*shape, num_levels))
+            stats[name] = (("chain", "draw", "level"), value)
+            coords["level"] = np.arange(num_levels)
+        else:
+            _check_shape(name, value, shape)
+            stats[name] = (("chain", "draw"), value)
+    return xr.Dataset(stats, coords=coords, attrs=attrs) if stats else None
+
+
 def to_inference_data(
     posterior, draws: Mapping[str, Any], *, attrs: Mapping[str, Any] | None = None
 ) -> az.InferenceData:
@@ -192,20 +208,9 @@ def to_inference_data(
         post_coords.update(coords)
     groups = {"posterior": xr.Dataset(post, coords=post_coords, attrs=run_attrs)}
 
-    stats = {}
-    stat_coords = dict(chain_draw)
-    for name in sorted(_STAT_NAMES & set(draws)):
-        value = _numpy(draws[name])
-        if name in LEVEL_STATS:
-            num_levels = value.shape[-1] if value.ndim == 3 else -1
-            _check_shape(name, value, (num_chains, num_draws, num_levels))
-            stats[name] = (("chain", "draw", "level"), value)
-            stat_coords["level"] = np.arange(num_levels)
-        else:
-            _check_shape(name, value, (num_chains, num_draws))
-            stats[name] = (("chain", "draw"), value)
-    if stats:
-        groups["sample_stats"] = xr.Dataset(stats, coords=stat_coords, attrs=group_attrs)
+    stats = _sample_stats(draws, chain_draw, (num_chains, num_draws), group_attrs)
+    if stats is not None:
+        groups["sample_stats"] = stats
     for key, group, extra in (
         ("log_likelihood", "log_likelihood", {}),
         ("prediction", "posterior_predictive", {"description": "noise-free forward(decode(z))"}),
