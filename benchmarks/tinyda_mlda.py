@@ -5,8 +5,9 @@ of vaeinv's ``"mlda"`` kernel against tinyDA (Lykkegaard et al.) on the same pos
     result = run_tinyda([coarse, fine], num_chains=4, num_warmup=200, num_draws=1000,
                         subchain_length=3, step_size=0.25, seed=1)
 
-tinyDA is a benchmark-only dependency, not one of vaeinv's. tinyDA 0.9.21 pins ``arviz<0.19`` and ``numpy<2``, which clash with vaeinv's own requirements;
-its code runs fine with vaeinv's versions, so install it without its pins
+tinyDA is a benchmark-only dependency, not one of vaeinv's. tinyDA 0.9.21 pins ``arviz<0.19``
+and ``numpy<2``, which clash with vaeinv's own requirements; its code runs fine with vaeinv's
+versions, so install it without its pins
 (``pip install --no-deps tinyda==0.9.21``). Its ``tinyDA/proposal.py`` also imports Ray
 unconditionally although Ray is optional; when Ray is absent this module lends tinyDA a
 stand-in ``ray`` module for the import only, which makes tinyDA fall back to sequential chains
