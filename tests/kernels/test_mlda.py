@@ -127,10 +127,11 @@ def test_three_levels_count_each_level_and_keep_per_level_statistics():
     assert rates.shape == (4, 10, 2) and ((rates >= 0) & (rates <= 1)).all()
 
 
-def test_an_interrupted_mlda_run_resumes_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("levels", [[(2, 1.1, 0.1)], [(1, 0.9, 0.1), (2, 1.1, 0.1)]])
+def test_an_interrupted_mlda_run_resumes_bit_for_bit(tmp_path, levels):
     problem = _problem()
     settings = {**QUICK, "num_warmup": 20, "num_draws": 40, "chunk_size": 10, "seed": 4}
-    coarse = [_coarse(problem, 2, 1.1, 0.1)]
+    coarse = [_coarse(problem, *level) for level in levels]
     whole = vaeinv.sample(problem.posterior, "mlda", coarse=coarse, **settings)
     folder = tmp_path / "run"
     with pytest.raises(Stop):
