@@ -42,11 +42,18 @@ def test_shipped_recipes_are_valid():
 
     folder = Path(vaeinv.__file__).parent / "priors" / "shipped"
     recipes = sorted(folder.glob("*/recipe.toml"))
-    assert {r.parent.name for r in recipes} >= {"gaussian64", "channel64"}
+    from vaeinv.priors.multiscale_recipe import is_multiscale_recipe, load_multiscale_recipe
+
+    names = {"gaussian64", "channel64", "gaussian16-64", "channel16-32-64"}
+    assert {r.parent.name for r in recipes} >= names
     for path in recipes:
-        recipe = load_recipe(path)
+        multiscale = is_multiscale_recipe(path)
+        recipe = (load_multiscale_recipe if multiscale else load_recipe)(path)
         assert recipe.name == path.parent.name
-        assert recipe.vae.latent_dim == 256  # 16 x 16, as in MDGM
+        vae = recipe.levels[-1][0] if multiscale else recipe.vae
+        assert vae.latent_dim == 256  # 16 x 16, as in MDGM
+        if multiscale:  # the coarsest level: 16 x 16 cells, a 4 x 4 latent map (MDGM's)
+            assert recipe.levels[0][0].latent_dim == 16
 
 
 def test_train_cli_makes_a_loadable_prior(tmp_path, capsys):

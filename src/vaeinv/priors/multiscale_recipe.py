@@ -103,29 +103,10 @@ def load_multiscale_recipe(path: str | Path) -> MultiscaleRecipe:
             levels, grids that do not grow from level to level or do not divide the
             generator's grid, or a last level not on the generator's grid.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"recipe {str(path)!r} does not exist")
-    try:
-        raw = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from None
-    unknown = [k for k in raw if k not in _TOP_KEYS]
-    if unknown:
-        raise ValueError(
-            f"unknown key {unknown[0]!r} in recipe {file.name}; expected: {', '.join(_TOP_KEYS)}"
-        )
-    for key in ("name", "data", "levels"):
-        if key not in raw:
-            raise ValueError(f"recipe {file.name} has no {key!r}")
+    from .recipes import read_recipe
+
+    _, raw = read_recipe(path, _TOP_KEYS, ("name", "data", "levels"))
     data = raw["data"]
-    for key in ("num", "seed", "generator"):
-        if key not in data:
-            raise ValueError(f"[data] of recipe {file.name} has no {key!r}")
-    for key, least in (("num", 1), ("seed", 0)):
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"[data] {key} must be an integer >= {least}, got {value!r}")
     generator = generator_from_config(data["generator"])
     tables = raw["levels"]
     if not isinstance(tables, list) or len(tables) < 2:

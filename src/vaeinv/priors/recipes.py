@@ -46,7 +46,7 @@ from ..fields import generator_from_config
 from ..vae import TrainConfig, VAEConfig, from_dict
 from ..vae.finetune import FinetuneConfig
 
-__all__ = ["Recipe", "fit_recipe_second_stage", "load_recipe"]
+__all__ = ["Recipe", "fit_recipe_second_stage", "load_recipe", "read_recipe"]
 
 _TOP_KEYS = (
     "name",
@@ -115,15 +115,16 @@ def _check_keys(table: dict, known: tuple[str, ...], where: str) -> None:
         )
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file.
-
-    Args:
-        path: the TOML file.
+def read_recipe(
+    path: str | Path, top_keys: tuple[str, ...], required: tuple[str, ...]
+) -> tuple[Path, dict]:
+    """``(file, table)`` of a recipe file whose top-level keys are among ``top_keys`` and
+    include ``required`` and whose ``[data]`` table is valid (``num``, ``seed``,
+    ``generator``).
 
     Raises:
-        ValueError: a missing file, invalid TOML, an unknown or missing key, an invalid value,
-            or a generator grid that does not match the VAE's ``ny x nx``.
+        ValueError: a missing file, invalid TOML, an unknown or missing key, or a bad
+            ``[data]`` value.
     """
     file = Path(path)
     if not file.is_file():
@@ -132,8 +133,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raw = tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from None
-    _check_keys(raw, _TOP_KEYS, f"recipe {file.name}")
-    for key in ("name", "data", "vae", "training"):
+    _check_keys(raw, top_keys, f"recipe {file.name}")
+    for key in required:
         if key not in raw:
             raise ValueError(f"recipe {file.name} has no {key!r}")
     data = raw["data"]
@@ -145,6 +146,21 @@ def load_recipe(path: str | Path) -> Recipe:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"[data] {key} must be an integer >= {least}, got {value!r}")
+    return file, raw
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file.
+
+    Args:
+        path: the TOML file.
+
+    Raises:
+        ValueError: a missing file, invalid TOML, an unknown or missing key, an invalid value,
+            or a generator grid that does not match the VAE's ``ny x nx``.
+    """
+    _, raw = read_recipe(path, _TOP_KEYS, ("name", "data", "vae", "training"))
+    data = raw["data"]
     generator = generator_from_config(data["generator"])  # validates the generator config
     vae = from_dict(VAEConfig, raw["vae"])
     if (generator.grid.ny, generator.grid.nx) != (vae.ny, vae.nx):
