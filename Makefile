@@ -39,10 +39,12 @@ bench-latent: $(STAMP)
 	$(BIN)/python benchmarks/latent_size.py
 
 # multilevel inversion of both MDGM problems against tinyDA (installed without its arviz and
-# numpy pins, which vaeinv's exclude; see benchmarks/multilevel.py); about an hour on 2 cores
+# numpy pins, which vaeinv's exclude; see benchmarks/multilevel.py): the runs of
+# docs/results/multilevel.md, several hours on 2 cores (tinyDA's runs take most of it)
 bench-multilevel: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps tinyda==0.9.21
-	$(BIN)/python benchmarks/multilevel.py --threads 1
+	$(BIN)/python benchmarks/multilevel.py --problems mdgm-gaussian --threads 1 --fine-step 0.1
+	$(BIN)/python benchmarks/multilevel.py --problems mdgm-channel --threads 1 --fine-step 0.1
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
