@@ -141,6 +141,8 @@ def test_bad_multiscale_recipes_are_named(tmp_path, edit, message):
 
 def test_prior_load_and_shipped_priors_know_multiscale_folders(tiny_prior):
     assert isinstance(vaeinv.Prior.load(tiny_prior), MultiscalePrior)
+    assert {"gaussian16-64", "channel16-32-64"} <= set(vaeinv.priors.shipped_priors())
+    assert isinstance(vaeinv.Prior.load("gaussian16-64"), MultiscalePrior)
 
 
 # ------------------------------------------------------------------ shipped multiscale priors

@@ -49,19 +49,11 @@ from typing import NamedTuple
 
 import torch
 
-from ..grid import check_nested
 from .adaptation import robbins_monro
 from .base import Kernel, Options, check_fraction, check_positive
-from .pcn import check_standard_normal
+from .levels import check_coarse_levels, check_levels, describe_levels
 
-__all__ = [
-    "MLDAInfo",
-    "MLDAKernel",
-    "MLDAOptions",
-    "MLDAState",
-    "check_coarse_levels",
-    "check_levels",
-]
+__all__ = ["MLDAInfo", "MLDAKernel", "MLDAOptions", "MLDAState"]
 
 
 class MLDAState(NamedTuple):
@@ -138,45 +130,6 @@ class MLDAOptions(Options):
             raise ValueError(f"error_model must be true or false, got {self.error_model!r}")
 
 
-def check_levels(coarse, method: str = "mlda") -> list:
-    levels = list(coarse) if isinstance(coarse, (list, tuple)) else [coarse]
-    if not levels:
-        raise ValueError(f"{method} needs at least one coarse posterior: coarse=[coarsest, ...]")
-    for k, level in enumerate(levels):
-        if not all(hasattr(level, a) for a in ("evaluate", "latent_dim", "log_likelihood_of")):
-            raise ValueError(
-                f"coarse[{k}] is {type(level).__name__}, expected a vaeinv.Posterior on a "
-                "coarser grid"
-            )
-    return levels
-
-
-def check_coarse_levels(levels: list, target, method: str) -> None:
-    """Refuse coarse levels that cannot serve ``target``: latents that are not standard normal
-    or do not grow from level to level, other data or noise, grids that do not nest."""
-    check_standard_normal(target, method)
-    chain = [*levels, target]
-    for k, c in enumerate(levels):
-        where = f"coarse[{k}]"
-        check_standard_normal(c, method)
-        finer = chain[k + 1]
-        if c.latent_dim > finer.latent_dim:
-            raise ValueError(
-                f"{where} has {c.latent_dim} latents, more than the next finer level's "
-                f"{finer.latent_dim}; each level's latent must be the first coordinates of the "
-                "next"
-            )
-        same = c.num_data == target.num_data and torch.equal(c.data.cpu(), target.data.cpu())
-        if not same or not torch.equal(c.noise_std.cpu(), target.noise_std.cpu()):
-            raise ValueError(
-                f"{where} must have the fine posterior's data and noise (the same sensors read "
-                "on the coarse grid)"
-            )
-        if c.grid is not None and finer.grid is not None:
-            name = "fine" if k + 1 == len(levels) else f"coarse[{k + 1}]"
-            check_nested(c.grid, finer.grid, where, name)
-
-
 class MLDAKernel(Kernel):
     """Multilevel delayed acceptance (module docstring).
 
@@ -203,20 +156,7 @@ class MLDAKernel(Kernel):
         self.error_from = num_warmup // 2
 
     def describe_inputs(self) -> dict:
-        from ..provenance import tensor_sha256 as sha256
-
-        return {
-            "coarse": [
-                {
-                    "name": c.name,
-                    "latent_dim": c.latent_dim,
-                    "grid": str(c.grid),
-                    "prior_weights_sha256": getattr(c.prior, "weights_sha256", None),
-                    "noise_std_sha256": sha256(c.noise_std),
-                }
-                for c in self.levels
-            ]
-        }
+        return describe_levels(self.levels)
 
     def _check(self, target) -> None:
         check_coarse_levels(self.levels, target, self.name)
@@ -312,6 +252,15 @@ class _Walk:
         self.device = state.z.device
         self.beta = state.log_step_size.exp()
         self.rates = [0.0] * len(self.levels)
+        # each level's corrected likelihood, N(G + mean, sd^2 + var), fixed within a step;
+        # None: the level's own likelihood (no error model, or fewer than two rows yet)
+        self.corrected = [None] * len(self.levels)
+        if options.error_model:
+            counts = state.error_count.tolist()
+            for k, c in enumerate(self.levels):
+                if counts[k] >= 2:
+                    var = state.error_m2[k] / (state.error_count[k] - 1).to(torch.float64)
+                    self.corrected[k] = (c.data + state.error_mean[k], c.noise_std**2 + var)
 
     def uniform(self) -> torch.Tensor:
         return torch.rand(self.state.z.shape[0], **self.on).to(self.device)
@@ -324,13 +273,10 @@ class _Walk:
 
     def log_likelihood(self, k: int, prediction: torch.Tensor) -> torch.Tensor:
         """Coarse level ``k``'s log-likelihood of ``prediction``, with the error model if on."""
-        c, state = self.levels[k], self.state
-        count = state.error_count[k]
-        if not self.options.error_model or int(count) < 2:
-            return c.log_likelihood_of(prediction)
-        var = state.error_m2[k] / (count - 1).to(torch.float64)
-        sd2 = c.noise_std**2 + var
-        r = prediction - (c.data + state.error_mean[k])
+        if self.corrected[k] is None:
+            return self.levels[k].log_likelihood_of(prediction)
+        centre, sd2 = self.corrected[k]
+        r = prediction - centre
         value = -0.5 * (r * r / sd2 + torch.log(2 * math.pi * sd2)).sum(-1)
         return torch.where(torch.isfinite(value), value, -math.inf)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import check_positive
-from .mlda import check_coarse_levels, check_levels
+from .levels import check_coarse_levels, check_levels, describe_levels
 from .pcn import PCNKernel, PCNOptions, freeze_adaptation, pcn_init, pcn_step
 
 __all__ = ["StagedKernel", "StagedOptions"]
@@ -66,9 +66,7 @@ class StagedKernel(PCNKernel):
         self.levels = check_levels(coarse, "staged")
 
     def describe_inputs(self) -> dict:
-        from .mlda import MLDAKernel
-
-        return MLDAKernel.describe_inputs(self)
+        return describe_levels(self.levels)
 
     def init(self, run):
         target, options = run.target, run.options

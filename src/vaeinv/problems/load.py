@@ -82,15 +82,13 @@ def load_problem(name_or_path: str | Path, *, require_data: bool = True) -> Prob
     data, noise_std, meta = _data(raw, folder, sensors_xy, require_data)
     multilevel = _multilevel(raw, grid, folder)
     sampler = _sampler(raw)
-    if multilevel is None:
-        from ..kernels import registry
+    from ..kernels import registry
 
-        needs = [m for m in (sampler.method,) if "coarse" in registry.get(m).inputs]
-        if needs:
-            raise ValueError(
-                f"[sampler] method {needs[0]!r} runs on the levels of a multiscale prior: add a "
-                '[multilevel] table naming one (prior = "...")'
-            )
+    if multilevel is None and "coarse" in registry.get(sampler.method).inputs:
+        raise ValueError(
+            f"[sampler] method {sampler.method!r} runs on the levels of a multiscale prior: add "
+            'a [multilevel] table naming one (prior = "...")'
+        )
     return Problem(
         name=name,
         description=description,
