@@ -163,6 +163,11 @@ class Kernel:
             kernel cannot be extended, for the reason in ``extension_refusal``).
         inputs: names of ``vaeinv.sample`` keyword arguments that are objects given to the
             kernel's constructor rather than options (e.g. ``"coarse"`` posteriors).
+        position_fields: the state entries that describe where each chain is (its latents and
+            what the state caches about them), all with the chains as leading dimension; the
+            other entries are what warm-up adapts. A kernel that has them and implements
+            `relocate` can run inside another kernel (MLDA's coarsest level), which resets
+            them when its own decision rejects. ``()``: it cannot.
     """
 
     name: ClassVar[str] = ""
@@ -176,6 +181,7 @@ class Kernel:
     extension_warmup: ClassVar[int | None] = None
     extension_refusal: ClassVar[str] = "this kernel does not continue finished runs"
     inputs: ClassVar[tuple[str, ...]] = ()
+    position_fields: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ the protocol
     def init(self, run: RunContext):
@@ -192,6 +198,12 @@ class Kernel:
         return state
 
     # ------------------------------------------------------------------ optional hooks
+    def relocate(self, target, state, z: torch.Tensor):
+        """``state`` with every chain at ``z (C, d)``: its `position_fields` evaluated afresh on
+        ``target`` (one batched evaluation), what warm-up adapted kept. An outer kernel calls it
+        when the target's likelihood changes under a chain (MLDA's error model in warm-up)."""
+        raise ValueError(f"method {self.name!r} cannot run inside another kernel")
+
     def describe_inputs(self) -> dict:
         """A JSON-able record of the kernel's ``inputs`` (part of the run fingerprint)."""
         return {}

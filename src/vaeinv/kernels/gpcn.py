@@ -307,6 +307,16 @@ class GPCNKernel(Kernel):
             inflation=float(run.options.inflation),
         )
 
+    position_fields = ("z", "log_likelihood", "prediction", "log_weight")
+
+    def relocate(self, target, state, z):
+        prediction, log_likelihood = _evaluate(target, z)
+        log_likelihood = torch.where(torch.isnan(log_likelihood), -math.inf, log_likelihood)
+        weight = _log_weight(target, z, log_likelihood, state.mean, state.scale_tril)
+        return state._replace(
+            z=z, log_likelihood=log_likelihood, prediction=prediction, log_weight=weight
+        )
+
     def step(self, target, state, generator, *, adapt, options):
         return gpcn_step(target, state, generator, adapt=adapt, target_accept=options.target_accept)
 

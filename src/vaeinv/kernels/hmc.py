@@ -264,6 +264,18 @@ class HMCKernel(Kernel):
             adapt_mass=run.fixed_mass is None,
         )
 
+    position_fields = ("z", "log_density", "grad", "log_likelihood", "prediction")
+
+    def relocate(self, target, state, z):
+        log_density, grad, log_likelihood, prediction = _evaluate_grad(target, z)
+        return state._replace(
+            z=z,
+            log_density=log_density,
+            grad=grad,
+            log_likelihood=log_likelihood,
+            prediction=prediction,
+        )
+
     def step(self, target, state, generator, *, adapt, options):
         return hmc_step(target, state, generator, adapt=adapt, target_accept=options.target_accept)
 

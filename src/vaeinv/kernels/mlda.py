@@ -10,7 +10,9 @@ levels ``0 .. L-1``). Level ``l``'s latent is the first ``d_l`` coordinates of t
    (pCN, prior-reversible; ``b`` is ``fine_step_size``);
 2. a subchain of ``subchain_length`` steps of level ``l - 1`` from the current point's first
    ``d_{l-1}`` coordinates, ending at ``z_c'`` (level 0's steps are pCN on the coarsest
-   posterior, accepted with its likelihood ratio);
+   posterior, accepted with its likelihood ratio, or the steps of the registered kernel the
+   option ``coarse_kernel`` names: ``"hmc"``, ``"gpcn"``, ``"pcn"``; see
+   `vaeinv.kernels.mlda_coarse`);
 3. one evaluation of level ``l`` at ``z' = (z_c', z_r')``, accepted with probability
 
        min(1, [L_l(z') L_{l-1}(z_c)] / [L_l(z) L_{l-1}(z_c')]),
@@ -23,27 +25,29 @@ levels ``0 .. L-1``). Level ``l``'s latent is the first ``d_l`` coordinates of t
 The **error model** (option ``error_model``, on by default; Cui, Fox & O'Sullivan 2011): each
 coarse level's likelihood is taken as ``N(y; G_l(z_l) + mu_l, diag(sd^2 + s_l^2))``, with
 ``mu_l`` and ``s_l^2`` the running mean and variance per datum of the fine-minus-level-``l``
-predictions at the fine evaluations, so that every level approximates the fine posterior. It
+predictions at the fine evaluations, so that every level approximates the fine posterior
+([`with_model_error`][vaeinv.posterior.model_error.with_model_error]). It
 is estimated over the second half of warm-up only (the first half's chains are still on their
 way in from over-dispersed starts, where the coarse models' errors are larger and would
 inflate ``s_l^2``) and fixed from then on, so the sampling phase is an exact, fixed Markov
 kernel. With no warm-up the coarse likelihoods are used as they are.
 
 During warm-up the coarsest pCN's step adapts (Robbins-Monro, as pCN's) towards
-``target_accept`` (its acceptance); the own-coordinate moves keep ``fine_step_size`` (the
-delayed decisions' acceptance is bounded by the coarser model's misfit, so adapting to it would
-shrink that step towards zero and freeze those coordinates). Level ``l`` is solved
-``subchain_length ** (L - l)`` times per iteration and chain: the result's attributes hold each
-level's total (``forward_solves`` the fine one, ``forward_solves_level_<l>`` and their sum
+``target_accept`` (its acceptance), or the ``coarse_kernel`` adapts as it does on its own (its
+default options, its warm-up the coarsest steps of MLDA's); the own-coordinate moves keep
+``fine_step_size`` (the delayed decisions' acceptance is bounded by the coarser model's misfit,
+so adapting to it would shrink that step towards zero and freeze those coordinates). Level ``l``
+is solved ``subchain_length ** (L - l)`` times per iteration and chain (the coarsest level, with
+a ``coarse_kernel``, as many times as that kernel evaluates it): the result's attributes hold
+each level's total (``forward_solves`` the fine one, ``forward_solves_level_<l>`` and their sum
 ``coarse_forward_solves`` the coarse ones), ``sample_stats`` the per-draw ``coarse_solves`` and
-``coarse_acceptance_rate`` with a ``level`` dimension. Random numbers, per step of level
-``l >= 1``: ``xi_r (C, d_l - d_{l-1})``, then the subchain's, then the decision's ``u (C,)``;
-per step of level 0: ``xi (C, d_0)``, ``u (C,)``.
+``coarse_acceptance_rate`` with a ``level`` dimension. Random numbers, per step of level ``l >=
+1``: ``xi_r (C, d_l - d_{l-1})``, then the subchain's, then the decision's ``u (C,)``; per step
+of level 0: ``xi (C, d_0)``, ``u (C,)``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -52,6 +56,8 @@ import torch
 from .adaptation import robbins_monro
 from .base import Kernel, Options, check_fraction, check_positive
 from .levels import check_coarse_levels, check_levels, describe_levels
+from .mlda_coarse import CoarseKernel, embeddable_kernels
+from .mlda_walk import Walk
 
 __all__ = ["MLDAInfo", "MLDAKernel", "MLDAOptions", "MLDAState"]
 
@@ -113,6 +119,9 @@ class MLDAOptions(Options):
         target_accept: the coarsest pCN's acceptance the adaptation aims at.
         fine_step_size: the ``beta`` of every finer level's own-coordinate pCN move (fixed).
         error_model: correct each coarse likelihood by the fine-minus-level error model.
+        coarse_kernel: ``None`` for the coarsest pCN above, or the name of a registered kernel
+            that runs the coarsest subchains instead (with its default options; ``step_size``
+            and ``target_accept`` then go unused).
     """
 
     subchain_length: int = 5
@@ -120,6 +129,7 @@ class MLDAOptions(Options):
     target_accept: float = 0.3
     fine_step_size: float = 0.5
     error_model: bool = True
+    coarse_kernel: str | None = None
 
     def validate(self) -> None:
         check_positive("subchain_length", self.subchain_length, integer=True, minimum=1)
@@ -128,6 +138,11 @@ class MLDAOptions(Options):
         check_fraction("target_accept", self.target_accept)
         if not isinstance(self.error_model, bool):
             raise ValueError(f"error_model must be true or false, got {self.error_model!r}")
+        if self.coarse_kernel is not None and self.coarse_kernel not in embeddable_kernels():
+            raise ValueError(
+                "coarse_kernel must name a kernel that can run inside MLDA, one of "
+                f"{embeddable_kernels()}, got {self.coarse_kernel!r}"
+            )
 
 
 class MLDAKernel(Kernel):
@@ -150,10 +165,20 @@ class MLDAKernel(Kernel):
             raise ValueError("method 'mlda' needs coarse=[coarsest_posterior, ...]")
         self.levels = check_levels(coarse)
         self.error_from = 0
+        self.coarse_kernel: CoarseKernel | None = None
 
     def check(self, options, *, num_warmup: int, fixed_mass: bool) -> None:
-        """The error model learns from the warm-up iterations from ``num_warmup // 2`` on."""
+        """The error model learns from the warm-up iterations from ``num_warmup // 2`` on; a
+        ``coarse_kernel`` checks its warm-up and its entries join the state."""
         self.error_from = num_warmup // 2
+        self.coarse_kernel, self.state_type = None, MLDAState
+        if options.coarse_kernel is not None:
+            steps = options.subchain_length ** len(self.levels)
+            self.coarse_kernel = CoarseKernel(
+                options.coarse_kernel, MLDAState, steps_per_iteration=steps
+            )
+            self.coarse_kernel.check(num_warmup)
+            self.state_type = self.coarse_kernel.state_type
 
     def describe_inputs(self) -> dict:
         return describe_levels(self.levels)
@@ -166,9 +191,19 @@ class MLDAKernel(Kernel):
         target = run.target
         self._check(target)
         z = run.z0.to(target.device, torch.float64)
+        inner = None
+        if self.coarse_kernel is not None:  # it picks the coarsest latents of the starts
+            level, before = self.levels[0], self.levels[0].work.forward_solves
+            inner = self.coarse_kernel.init(run, level, z[:, : level.latent_dim], run.num_warmup)
+            z = torch.cat([inner.z.to(torch.float64), z[:, level.latent_dim :]], dim=1)
+            run.count("forward_solves_level_0", level.work.forward_solves - before)
+            run.count("coarse_forward_solves", level.work.forward_solves - before)
         fine = target.evaluate(z)
         predictions = []
         for k, level in enumerate(self.levels):
+            if k == 0 and inner is not None:
+                predictions.append(inner.prediction)
+                continue
             predictions.append(level.evaluate(z[:, : level.latent_dim]).prediction)
             run.count(f"forward_solves_level_{k}", z.shape[0])
             run.count("coarse_forward_solves", z.shape[0])
@@ -177,7 +212,7 @@ class MLDAKernel(Kernel):
         opts = run.options
         steps = [opts.step_size] + [opts.fine_step_size] * n
         log_step = torch.tensor(steps, **f64).log().expand(c, n + 1)
-        return MLDAState(
+        state = MLDAState(
             z=z,
             log_likelihood=fine.log_likelihood,
             prediction=fine.prediction,
@@ -190,10 +225,14 @@ class MLDAKernel(Kernel):
             error_mean=torch.zeros(n, m, **f64),
             error_m2=torch.zeros(n, m, **f64),
         )
+        if inner is None:
+            return state
+        return self.coarse_kernel.packed(state, inner, state.error_count[0].clone())
 
     def step(self, target, state, generator, *, adapt, options):
-        n, j = len(self.levels), options.subchain_length
-        walk = _Walk(self, state, generator, options)
+        n = len(self.levels)
+        before = [level.work.forward_solves for level in self.levels]
+        walk = Walk(self, state, generator, options, adapt)
         top = n - 1
         d_c = self.levels[top].latent_dim
         z = state.z
@@ -207,6 +246,7 @@ class MLDAKernel(Kernel):
         log_ratio = (fine.log_likelihood - state.log_likelihood) + (ll_c - llc)
         alpha = torch.where(failed, 0.0, log_ratio.clamp(max=0.0).exp())
         accepted = walk.uniform() < alpha
+        walk.decided(top, accepted)
         keep = accepted[:, None]
         proposed = torch.stack(preds_c, dim=1)
         new = state._replace(
@@ -216,18 +256,28 @@ class MLDAKernel(Kernel):
             field=torch.where(keep[..., None], fine.field.to(state.field.dtype), state.field),
             level_predictions=torch.where(keep[..., None], proposed, state.level_predictions),
         )
-        visits = [j ** (n - k) for k in range(n)]  # steps (and solves) of level k
+        visits = [options.subchain_length ** (n - k) for k in range(n)]  # steps of level k
         if adapt:
             new = _adapted(new, walk.rates[0] / visits[0], options)
             if options.error_model and int(state.adapt_count) >= self.error_from:
                 new = _with_error(new, fine.prediction[:, None] - proposed, failed)
+        if walk.inner is not None:
+            new = self.coarse_kernel.pack(new, walk.inner, coarse_evaluated_at=walk.evaluated_at)
         rates = torch.stack([walk.rates[k] / visits[k] for k in range(n)], dim=1)
-        solves = torch.tensor(visits, device=z.device).expand(z.shape[0], n)
-        info = MLDAInfo(accepted, alpha, failed, state.log_step_size[:, 0].exp(), rates, solves)
+        c = z.shape[0]
+        solves = [
+            (lv.work.forward_solves - b) // c for lv, b in zip(self.levels, before, strict=True)
+        ]
+        solves = torch.tensor(solves, device=z.device).expand(c, n)
+        info = MLDAInfo(accepted, alpha, failed, walk.step_size, rates, solves)
         return new, info
 
     def end_warmup(self, state):
-        return state._replace(log_step_size=state.log_step_avg.clone())
+        state = state._replace(log_step_size=state.log_step_avg.clone())
+        if self.coarse_kernel is None:
+            return state
+        inner = self.coarse_kernel.end_warmup(self.coarse_kernel.unpack(state))
+        return self.coarse_kernel.pack(state, inner)
 
     def advance(self, run, state, iterations, *, adapt, thin):
         before = [level.work.forward_solves for level in self.levels]
@@ -237,79 +287,6 @@ class MLDAKernel(Kernel):
             run.count(f"forward_solves_level_{k}", solves)
             run.count("coarse_forward_solves", solves)
         return out
-
-
-class _Walk:
-    """One MLDA iteration's recursion over the coarse levels (the module docstring's steps),
-    drawing every random number from one generator in a fixed order; ``rates[k]`` sums level
-    ``k``'s acceptance probabilities over its steps."""
-
-    def __init__(self, kernel: MLDAKernel, state: MLDAState, generator, options) -> None:
-        self.levels = kernel.levels
-        self.state = state
-        self.options = options
-        self.on = {"generator": generator, "dtype": torch.float64, "device": generator.device}
-        self.device = state.z.device
-        self.beta = state.log_step_size.exp()
-        self.rates = [0.0] * len(self.levels)
-        # each level's corrected likelihood, N(G + mean, sd^2 + var), fixed within a step;
-        # None: the level's own likelihood (no error model, or fewer than two rows yet)
-        self.corrected = [None] * len(self.levels)
-        if options.error_model:
-            counts = state.error_count.tolist()
-            for k, c in enumerate(self.levels):
-                if counts[k] >= 2:
-                    var = state.error_m2[k] / (state.error_count[k] - 1).to(torch.float64)
-                    self.corrected[k] = (c.data + state.error_mean[k], c.noise_std**2 + var)
-
-    def uniform(self) -> torch.Tensor:
-        return torch.rand(self.state.z.shape[0], **self.on).to(self.device)
-
-    def own_move(self, level: int, z_r: torch.Tensor) -> torch.Tensor:
-        """pCN on level ``level``'s own coordinates (``beta`` column ``level``)."""
-        xi = torch.randn(*z_r.shape, **self.on).to(self.device)
-        b = self.beta[:, level : level + 1]
-        return torch.sqrt(1 - b**2) * z_r + b * xi
-
-    def log_likelihood(self, k: int, prediction: torch.Tensor) -> torch.Tensor:
-        """Coarse level ``k``'s log-likelihood of ``prediction``, with the error model if on."""
-        if self.corrected[k] is None:
-            return self.levels[k].log_likelihood_of(prediction)
-        centre, sd2 = self.corrected[k]
-        r = prediction - centre
-        value = -0.5 * (r * r / sd2 + torch.log(2 * math.pi * sd2)).sum(-1)
-        return torch.where(torch.isfinite(value), value, -math.inf)
-
-    def subchain(self, k: int, z, preds, ll):
-        """``subchain_length`` steps of level ``k`` from ``z (C, d_k)`` whose predictions at
-        levels ``0..k`` are ``preds`` and whose level-``k`` log-likelihood is ``ll``."""
-        preds = list(preds[: k + 1])
-        for _ in range(self.options.subchain_length):
-            z, preds, ll = self._step(k, z, preds, ll)
-        return z, preds, ll
-
-    def _step(self, k: int, z, preds, ll):
-        level = self.levels[k]
-        if k == 0:
-            b = self.beta[:, :1]
-            xi = torch.randn(*z.shape, **self.on).to(self.device)
-            proposal, proposed, ll_below, ll_below_new = torch.sqrt(1 - b**2) * z + b * xi, [], 0, 0
-        else:
-            d_c = self.levels[k - 1].latent_dim
-            z_r = self.own_move(k, z[:, d_c:])
-            ll_below = self.log_likelihood(k - 1, preds[k - 1])
-            zc, proposed, ll_below_new = self.subchain(k - 1, z[:, :d_c], preds, ll_below)
-            proposal = torch.cat([zc, z_r], dim=1)
-        u = self.uniform()
-        out = level.evaluate(proposal)
-        ll_new = self.log_likelihood(k, out.prediction)
-        log_ratio = (ll_new - ll) + (ll_below - ll_below_new)
-        a = torch.where(torch.isfinite(ll_new), log_ratio.clamp(max=0.0).exp(), 0.0)
-        take = u < a
-        self.rates[k] = self.rates[k] + a
-        proposed = [*proposed, out.prediction]
-        preds = [torch.where(take[:, None], p, q) for p, q in zip(proposed, preds, strict=True)]
-        return torch.where(take[:, None], proposal, z), preds, torch.where(take, ll_new, ll)
 
 
 def _adapted(state: MLDAState, coarse_rate, options) -> MLDAState:

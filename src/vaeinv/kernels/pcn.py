@@ -312,10 +312,17 @@ class PCNKernel(Kernel):
     Options = PCNOptions
     state_type = PCNState
     extension_warmup = 100
+    position_fields = ("z", "log_likelihood", "prediction", "field")
 
     def init(self, run):
         check_standard_normal(run.target, self.name)
         return pcn_init(run.target, run.z0, step_size=run.options.step_size)
+
+    def relocate(self, target, state, z):
+        field, prediction, log_likelihood = _evaluate_field(target, z)
+        return state._replace(
+            z=z, log_likelihood=log_likelihood, prediction=prediction, field=field
+        )
 
     def step(self, target, state, generator, *, adapt, options):
         return pcn_step(target, state, generator, adapt=adapt, target_accept=options.target_accept)
