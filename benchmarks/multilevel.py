@@ -5,14 +5,16 @@ the same truths, sensors, noise, chains and seed. Prints one markdown table per 
 
 Columns: fine solves; coarse solves (per level, coarsest first); cost in fine-solve
 equivalents (fine solves plus each level's solves weighted by its measured time per solve
-relative to the fine level's, timed in this run on a batch of ``--chains`` latents); the
+relative to the fine level's, timed in this run on a batch of ``--chains`` latents; a solve
+with a gradient, as HMC's at the coarsest level in the ``-hmc`` configurations, weighted by
+the time of a solve with its gradient); the
 smallest bulk ESS over the latents per 1000 fine-solve equivalents; max R-hat over the latents
 and over the field quantities (lp, mean log k, log k at five cells); relative L2 error of the
 posterior-mean log k; the fraction of cells whose truth lies within mean +- 2 sd; wall time.
 
     python benchmarks/multilevel.py [--problems mdgm-gaussian mdgm-channel]
-        [--configs pcn staged mlda-2 mlda-3 tinyda-2] [--chains 4] [--warmup 500]
-        [--draws 2000] [--subchain 5] [--threads 1] [--out FILE.json]
+        [--configs pcn staged mlda-2 mlda-3 mlda-2-hmc mlda-3-hmc tinyda-2] [--chains 4]
+        [--warmup 500] [--draws 2000] [--subchain 5] [--threads 1] [--out FILE.json]
 
 tinyDA (``tinyda==0.9.21``) pins ``arviz<0.19`` and ``numpy<2``, which vaeinv's own
 requirements exclude; install it beside vaeinv without its dependencies
@@ -35,6 +37,8 @@ LEVELS = {
     "staged": "all",
     "mlda-2": (16, 64),
     "mlda-3": (16, 32, 64),
+    "mlda-2-hmc": (16, 64),
+    "mlda-3-hmc": (16, 32, 64),
     "tinyda-2": (16, 64),
 }
 #: the issue's targets per problem: (min-latent ESS per 1000 fine-solve equivalents, max R-hat,
@@ -59,17 +63,20 @@ def _levels(problem, sizes):
     return [levels[have.index(n)] for n in sizes]
 
 
-def _seconds_per_solve(posterior, num_chains: int, repeats: int = 5) -> float:
+def _seconds_per_solve(posterior, num_chains: int, repeats: int = 5) -> tuple[float, float]:
+    """Seconds per latent of a decode and solve, and of a decode, solve and gradient."""
     import torch
 
     z = torch.randn(num_chains, posterior.latent_dim, generator=torch.Generator().manual_seed(0))
     z = z.to(torch.float64)
-    with torch.no_grad():
-        posterior.evaluate(z)
+    out = []
+    for grad in (False, True):
+        posterior.evaluate(z, grad=grad)
         start = time.perf_counter()
         for _ in range(repeats):
-            posterior.evaluate(z)
-    return (time.perf_counter() - start) / (repeats * num_chains)
+            posterior.evaluate(z, grad=grad)
+        out.append((time.perf_counter() - start) / (repeats * num_chains))
+    return out[0], out[1]
 
 
 def _vaeinv_run(levels, config: str, args) -> tuple[object, dict]:
@@ -92,6 +99,8 @@ def _vaeinv_run(levels, config: str, args) -> tuple[object, dict]:
         )
         return idata, {}
     options = {"subchain_length": args.subchain, "fine_step_size": args.fine_step}
+    if config.endswith("-hmc"):
+        options["coarse_kernel"] = "hmc"
     return vaeinv.sample(fine, "mlda", coarse=levels[:-1], **options, **run), {}
 
 
@@ -133,8 +142,12 @@ def _row(problem_name, config, idata, wall, seconds, levels) -> dict:
     attrs = idata.attrs
     fine = int(attrs["forward_solves"])
     coarse = [int(attrs.get(f"forward_solves_level_{k}", 0)) for k in range(len(levels) - 1)]
-    t_fine = seconds[levels[-1].grid.ny]
-    cost = fine + sum(n * seconds[p.grid.ny] / t_fine for n, p in zip(coarse, levels, strict=False))
+    grads = [int(attrs.get(f"gradient_evaluations_level_{k}", 0)) for k in range(len(coarse))]
+    t_fine = seconds[levels[-1].grid.ny][0]
+    cost = fine + sum(
+        ((n - g) * seconds[p.grid.ny][0] + g * seconds[p.grid.ny][1]) / t_fine
+        for n, g, p in zip(coarse, grads, levels, strict=False)
+    )
     return {
         "problem": problem_name,
         "config": config,
@@ -208,8 +221,10 @@ def main() -> None:
         every = problem.level_posteriors()
         seconds = {p.grid.ny: _seconds_per_solve(p, args.chains) for p in every}
         print(
-            f"{name}: seconds per decode-and-solve (batch of {args.chains}): "
-            + ", ".join(f"{n} x {n}: {s * 1e3:.2f} ms" for n, s in seconds.items())
+            f"{name}: seconds per decode-and-solve / with gradient (batch of {args.chains}): "
+            + ", ".join(
+                f"{n} x {n}: {s * 1e3:.2f} / {g * 1e3:.2f} ms" for n, (s, g) in seconds.items()
+            )
         )
         rows = []
         for config in args.configs:

@@ -193,11 +193,14 @@ class MLDAKernel(Kernel):
         z = run.z0.to(target.device, torch.float64)
         inner = None
         if self.coarse_kernel is not None:  # it picks the coarsest latents of the starts
-            level, before = self.levels[0], self.levels[0].work.forward_solves
+            level, work = self.levels[0], self.levels[0].work
+            before = (work.forward_solves, work.gradient_evaluations)
             inner = self.coarse_kernel.init(run, level, z[:, : level.latent_dim], run.num_warmup)
             z = torch.cat([inner.z.to(torch.float64), z[:, level.latent_dim :]], dim=1)
-            run.count("forward_solves_level_0", level.work.forward_solves - before)
-            run.count("coarse_forward_solves", level.work.forward_solves - before)
+            run.count("forward_solves_level_0", work.forward_solves - before[0])
+            run.count("coarse_forward_solves", work.forward_solves - before[0])
+            if work.gradient_evaluations > before[1]:
+                run.count("gradient_evaluations_level_0", work.gradient_evaluations - before[1])
         fine = target.evaluate(z)
         predictions = []
         for k, level in enumerate(self.levels):
@@ -280,12 +283,15 @@ class MLDAKernel(Kernel):
         return self.coarse_kernel.pack(state, inner)
 
     def advance(self, run, state, iterations, *, adapt, thin):
-        before = [level.work.forward_solves for level in self.levels]
+        before = [(lv.work.forward_solves, lv.work.gradient_evaluations) for lv in self.levels]
         out = super().advance(run, state, iterations, adapt=adapt, thin=thin)
         for k, level in enumerate(self.levels):
-            solves = level.work.forward_solves - before[k]
+            solves = level.work.forward_solves - before[k][0]
             run.count(f"forward_solves_level_{k}", solves)
             run.count("coarse_forward_solves", solves)
+            grads = level.work.gradient_evaluations - before[k][1]
+            if grads:  # a gradient-based coarse_kernel's (each also one of the solves)
+                run.count(f"gradient_evaluations_level_{k}", grads)
         return out
 
 

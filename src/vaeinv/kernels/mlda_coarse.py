@@ -67,6 +67,8 @@ class _InnerRun:
     def add_work(self, forward_solves: int, gradient_evaluations: int) -> None:
         self._run.count("forward_solves_level_0", int(forward_solves))
         self._run.count("coarse_forward_solves", int(forward_solves))
+        if gradient_evaluations:
+            self._run.count("gradient_evaluations_level_0", int(gradient_evaluations))
 
     def show(self, **values) -> None:
         self._run.show(**values)
