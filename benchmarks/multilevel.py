@@ -13,8 +13,15 @@ and over the field quantities (lp, mean log k, log k at five cells); relative L2
 posterior-mean log k; the fraction of cells whose truth lies within mean +- 2 sd; wall time.
 
     python benchmarks/multilevel.py [--problems mdgm-gaussian mdgm-channel]
-        [--configs pcn staged mlda-2 mlda-3 mlda-2-hmc mlda-3-hmc tinyda-2] [--chains 4]
-        [--warmup 500] [--draws 2000] [--subchain 5] [--threads 1] [--out FILE.json]
+        [--configs pcn staged mlda-2 mlda-3 mlda-2-hmc mlda-3-hmc mlda-2-shared
+                   mlda-2-shared-hmc tinyda-2] [--chains 4] [--warmup 500] [--draws 2000]
+        [--subchain 5] [--hmc-subchain 2] [--threads 1] [--out FILE.json]
+
+Configurations: ``mlda-2`` / ``mlda-3`` use the multiscale prior's levels (each coarse level
+its own latents, the finer latents moved by pCN at the fine level), the coarsest steps pCN;
+``-hmc`` runs the coarsest subchains (``--hmc-subchain`` steps) with batched HMC;
+``mlda-2-shared`` has one 16 x 16 level over the whole fine latent (the fine field coarsened,
+``[multilevel] latent = "shared"``).
 
 tinyDA (``tinyda==0.9.21``) pins ``arviz<0.19`` and ``numpy<2``, which vaeinv's own
 requirements exclude; install it beside vaeinv without its dependencies
@@ -39,6 +46,8 @@ LEVELS = {
     "mlda-3": (16, 32, 64),
     "mlda-2-hmc": (16, 64),
     "mlda-3-hmc": (16, 32, 64),
+    "mlda-2-shared": "shared",
+    "mlda-2-shared-hmc": "shared",
     "tinyda-2": (16, 64),
 }
 #: the issue's targets per problem: (min-latent ESS per 1000 fine-solve equivalents, max R-hat,
@@ -53,10 +62,34 @@ SINGLE_SCALE = {
 }
 
 
+def _shared_levels(problem, fine, size: int = 16):
+    """The fine posterior and a coarse one over its whole latent: its fields coarsened to
+    ``size x size`` and solved there (``[multilevel] latent = "shared"`` builds the same)."""
+    from vaeinv import Grid, Posterior
+    from vaeinv.fields.coarsen import coarsen
+    from vaeinv.physics import PointSensors
+    from vaeinv.priors import CoarsenedPrior
+
+    grid = Grid(size, size, lx=problem.grid.lx, ly=problem.grid.ly)
+    noise = problem.noise_fraction if problem.noise_kind == "relative" else problem.noise_std
+    coarse = Posterior(
+        CoarsenedPrior(fine.prior, grid),
+        problem.physics.build(grid),
+        PointSensors(grid, problem.sensors_xy),
+        problem.data,
+        noise,
+        noise_kind=problem.noise_kind,
+        truth=coarsen(problem.truth, problem.grid.ny // size),
+    )
+    return [coarse, fine]
+
+
 def _levels(problem, sizes):
     levels = problem.level_posteriors()
     if sizes in (None, "all"):
         return levels
+    if sizes == "shared":
+        return _shared_levels(problem, levels[-1])
     have = [p.grid.ny for p in levels]
     if not set(sizes) <= set(have):
         return None
@@ -100,7 +133,7 @@ def _vaeinv_run(levels, config: str, args) -> tuple[object, dict]:
         return idata, {}
     options = {"subchain_length": args.subchain, "fine_step_size": args.fine_step}
     if config.endswith("-hmc"):
-        options["coarse_kernel"] = "hmc"
+        options.update(coarse_kernel="hmc", subchain_length=args.hmc_subchain)
     return vaeinv.sample(fine, "mlda", coarse=levels[:-1], **options, **run), {}
 
 
@@ -202,6 +235,7 @@ def main() -> None:
     parser.add_argument("--thin", type=int, default=1)
     parser.add_argument("--subchain", type=int, default=5)
     parser.add_argument("--fine-step", type=float, default=0.5)
+    parser.add_argument("--hmc-subchain", type=int, default=2)
     parser.add_argument("--stage-iterations", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)

@@ -21,7 +21,9 @@ _TOP_KEYS = (
     "sampler",
     "multilevel",
 )
-_MULTILEVEL_KEYS = ("prior", "levels")
+_MULTILEVEL_KEYS = ("prior", "levels", "latent")
+#: how the levels of [multilevel] share the latent
+MULTILEVEL_LATENTS = ("levels", "shared")
 #: the kernel inputs a problem file can provide (coarse posteriors from [multilevel])
 PROBLEM_INPUTS = ("coarse",)
 _GRID_KEYS = ("nx", "ny", "lx", "ly")

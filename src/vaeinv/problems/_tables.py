@@ -25,6 +25,7 @@ from ._checks import (
     _TRUTH_FORMATS,
     _TRUTH_KEYS,
     _XY_TOL,
+    MULTILEVEL_LATENTS,
     _check_keys,
     _choice,
     _file,
@@ -217,11 +218,21 @@ def _multilevel(raw: dict, grid: Grid, folder: Path) -> MultilevelSpec | None:
     if "multilevel" not in raw:
         return None
     table = _check_keys(raw["multilevel"], _MULTILEVEL_KEYS, "[multilevel]")
-    prior = _require(table, "prior", "[multilevel]")
-    if not isinstance(prior, str) or not prior:
-        raise ValueError(f"[multilevel] prior must be a multiscale prior's name, got {prior!r}")
-    local = folder / prior
-    prior = str(local.resolve()) if local.exists() else prior
+    latent = table.get("latent", "levels")
+    if latent not in MULTILEVEL_LATENTS:
+        raise ValueError(
+            f"[multilevel] latent must be one of {list(MULTILEVEL_LATENTS)}, got {latent!r}"
+        )
+    shared = latent == "shared"
+    prior = table.get("prior") if shared else _require(table, "prior", "[multilevel]")
+    if shared and "levels" not in table:
+        raise ValueError('[multilevel] latent = "shared" needs levels = [coarsest, ..., fine]')
+    if prior is not None:
+        if not isinstance(prior, str) or not prior:
+            what = "a prior's" if shared else "a multiscale prior's"
+            raise ValueError(f"[multilevel] prior must be {what} name, got {prior!r}")
+        local = folder / prior
+        prior = str(local.resolve()) if local.exists() else prior
     levels = table.get("levels")
     if levels is not None:
         ok = isinstance(levels, list) and len(levels) >= 2
@@ -236,4 +247,4 @@ def _multilevel(raw: dict, grid: Grid, folder: Path) -> MultilevelSpec | None:
                 f"got {levels!r}"
             )
         levels = tuple(levels)
-    return MultilevelSpec(prior, levels)
+    return MultilevelSpec(prior, levels, latent)

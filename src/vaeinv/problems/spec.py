@@ -108,18 +108,24 @@ class MultilevelSpec:
     """The levels of multilevel methods (``mlda``, ``staged``): the ``[multilevel]`` table.
 
     Args:
-        prior: a multiscale prior (a shipped name such as ``"channel16-32-64"`` or a folder).
+        prior: a multiscale prior (a shipped name such as ``"channel16-32-64"`` or a folder);
+            with ``latent = "shared"`` any prior, ``None`` for the problem's ``[prior]``.
         levels: the grid sizes (``ny``) of the levels to use, coarsest first, the last the
-            problem's grid; ``None`` uses every level of the prior.
+            problem's grid; ``None`` uses every level of the prior (required when shared).
+        latent: ``"levels"``: level ``k`` has its multiscale prior's first levels' latents;
+            ``"shared"``: every level has the whole latent, its field coarsened.
     """
 
-    prior: str
+    prior: str | None
     levels: tuple[int, ...] | None = None
+    latent: str = "levels"
 
     def config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"prior": self.prior}
+        out: dict[str, Any] = {} if self.prior is None else {"prior": self.prior}
         if self.levels is not None:
             out["levels"] = list(self.levels)
+        if self.latent != "levels":
+            out["latent"] = self.latent
         return out
 
 
@@ -243,71 +249,28 @@ class Problem:
         return post if device is None else post.to(device)
 
     def level_posteriors(self, prior=None, device=None) -> list:
-        """The posteriors of the levels of a multiscale prior, coarsest first, the problem's
-        own grid last: level ``k`` decodes with ``prior.level(k)`` and solves this problem's
-        flow on that level's grid, read at the same sensor positions, with the same data and
-        noise (and the truth coarsened to the level's grid).
+        """The posteriors of the ``[multilevel]`` levels, coarsest first, the problem's own
+        grid last, each solving this problem's flow on its grid, read at the same sensor
+        positions, with the same data and noise (and the truth coarsened to its grid).
+
+        With ``latent = "levels"`` (the default) level ``k`` decodes with ``prior.level(k)``
+        of a multiscale prior; with ``latent = "shared"`` every level decodes the whole latent
+        of the problem's prior (or ``prior``) and coarsens the field to its grid
+        ([`CoarsenedPrior`][vaeinv.priors.coarsened.CoarsenedPrior]).
 
         Args:
-            prior: a multiscale prior (a name, a folder or the object) instead of the one in
-                ``[multilevel]``.
+            prior: a prior (a name, a folder or the object) instead of the table's (or, shared,
+                the problem's).
             device: move the posteriors there.
 
         Raises:
             ValueError: no ``[multilevel]`` table and no ``prior``, a prior that is not
-                multiscale, or levels that the prior does not have (the valid ones named).
+                multiscale for ``latent = "levels"``, or levels that the prior or the grid does
+                not have (the valid ones named).
         """
-        from ..fields.coarsen import coarsen
-        from ..physics import PointSensors
-        from ..posterior import Posterior
-        from ..priors.multiscale import MultiscalePrior
+        from .levels import level_posteriors
 
-        if prior is None:
-            if self.multilevel is None:
-                raise ValueError(
-                    f"problem {self.name!r} has no [multilevel] table: name a multiscale prior "
-                    'there (e.g. prior = "gaussian16-64") or pass one'
-                )
-            prior = self.multilevel.prior
-        the_prior = self.build_prior(prior)
-        if not isinstance(the_prior, MultiscalePrior):
-            label = getattr(the_prior, "name", None) or type(the_prior).__name__
-            raise ValueError(f"the prior {label!r} is not a multiscale prior (it has one level)")
-        if self.data is None:
-            raise ValueError(f"problem {self.name!r} has no data file {str(self.data_file)!r}")
-        if the_prior.grid != self.grid:
-            raise ValueError(
-                f"the finest level of {the_prior.name!r} is on {the_prior.grid} but problem "
-                f"{self.name!r} has its physics on {self.grid}"
-            )
-        sizes = [g.ny for g in the_prior.grids]
-        wanted = list(sizes)
-        if self.multilevel is not None and self.multilevel.levels is not None:
-            wanted = list(self.multilevel.levels)
-        missing = [n for n in wanted if n not in sizes]
-        if missing or wanted[-1] != sizes[-1]:
-            raise ValueError(
-                f"[multilevel] levels {wanted} must be grid sizes of {the_prior.name!r} "
-                f"({sizes}) ending with the finest, {sizes[-1]}"
-            )
-        noise = self.noise_fraction if self.noise_kind == "relative" else self.noise_std
-        out = []
-        for k in (sizes.index(n) for n in wanted):
-            grid = the_prior.grids[k]
-            truth = None
-            if self.truth is not None:
-                truth = coarsen(self.truth, self.grid.ny // grid.ny)
-            post = Posterior(
-                the_prior.level(k),
-                self.physics.build(grid),
-                PointSensors(grid, self.sensors_xy),
-                self.data,
-                noise,
-                noise_kind=self.noise_kind,
-                truth=truth,
-            )
-            out.append(post if device is None else post.to(device))
-        return out
+        return level_posteriors(self, prior, device)
 
     def sampling_inputs(self, method: str, prior=None, device=None):
         """``(posterior, inputs)`` for ``vaeinv.sample(posterior, method, **inputs)``: the
