@@ -44,3 +44,27 @@ def test_check_field_names_the_shape():
 def test_unknown_side():
     with pytest.raises(ValueError, match="unknown side 'north'"):
         Grid(3, 3).side_length("north")
+
+
+def test_an_origin_shifts_centres_containment_and_sensors():
+    from vaeinv.physics import PointSensors
+
+    g = Grid(4, 2, lx=2.0, ly=1.0, origin=(3.0, -1.0))
+    torch.testing.assert_close(g.x_centers(), 3.0 + Grid(4, 2, lx=2.0, ly=1.0).x_centers())
+    torch.testing.assert_close(g.y_centers(), torch.tensor([-0.75, -0.25], dtype=torch.float64))
+    assert g.corner == (5.0, 0.0) and g.domain == "[3, 5] x [-1, 0]"
+    assert g.contains(3.0, -1.0) and g.contains(5.0, 0.0) and not g.contains(2.9, -0.5)
+    # a sensor reads the same cell values at the same position relative to the origin
+    field = torch.arange(8, dtype=torch.float64).reshape(1, 2, 4)
+    here = PointSensors(g, [[3.75, -0.75], [4.6, -0.3]])(field)
+    there = PointSensors(Grid(4, 2, lx=2.0, ly=1.0), [[0.75, 0.25], [1.6, 0.7]])(field)
+    torch.testing.assert_close(here, there)
+    with pytest.raises(ValueError, match=r"sensor 0 at \(0.5, 0.5\) .* domain \[3, 5\] x \[-1, 0\]"):
+        PointSensors(g, [[0.5, 0.5]])
+    assert Grid(4, 2) != Grid(4, 2, origin=(1.0, 0.0))
+
+
+@pytest.mark.parametrize("origin", [(0.0,), (0.0, float("nan")), "ab", None])
+def test_bad_origins(origin):
+    with pytest.raises(ValueError, match="Grid origin must be two finite numbers"):
+        Grid(4, 4, origin=origin)

@@ -37,7 +37,8 @@ def plot_fields(grid: Grid, fields: dict, path, sensors_xy=None, title: str | No
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(fields)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, constrained_layout=True)
-    extent = (0.0, grid.lx, 0.0, grid.ly)
+    (x0, y0), (x1, y1) = grid.origin, grid.corner
+    extent = (x0, x1, y0, y1)
     for ax, (label, field) in zip(axes[0], fields.items(), strict=True):
         data = _as_numpy(field)
         if data.shape != grid.shape:

@@ -52,8 +52,8 @@ class FlowSetup:
     def cell_of(self, x: float, y: float) -> tuple[int, int]:
         """``(iy, ix)`` of the cell containing ``(x, y)`` (the upper cell on a shared edge)."""
         g = self.grid
-        ix = min(math.floor(x / g.dx), g.nx - 1)
-        iy = min(math.floor(y / g.dy), g.ny - 1)
+        ix = min(math.floor((x - g.origin[0]) / g.dx), g.nx - 1)
+        iy = min(math.floor((y - g.origin[1]) / g.dy), g.ny - 1)
         return iy, ix
 
 
@@ -110,8 +110,6 @@ def _wells(grid: Grid, wells) -> tuple[Well, ...]:
         if not all(map(math.isfinite, (x, y, rate))):
             raise ValueError(f"wells[{i}] = {w!r} has a non-finite entry")
         if not grid.contains(x, y):
-            raise ValueError(
-                f"wells[{i}] at ({x}, {y}) lies outside the domain [0, {grid.lx}] x [0, {grid.ly}]"
-            )
+            raise ValueError(f"wells[{i}] at ({x}, {y}) lies outside the domain {grid.domain}")
         out.append(Well(x, y, rate))
     return tuple(out)

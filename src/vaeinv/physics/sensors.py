@@ -39,12 +39,12 @@ class PointSensors:
             i = outside[0]
             raise ValueError(
                 f"sensor {i} at ({pts[i, 0]}, {pts[i, 1]}) lies outside the domain "
-                f"[0, {grid.lx}] x [0, {grid.ly}] ({len(outside)} sensor(s) outside)"
+                f"{grid.domain} ({len(outside)} sensor(s) outside)"
             )
         self.grid = grid
         self.xy = torch.as_tensor(pts, dtype=torch.float64)
-        ix, wx = _axis_weights(pts[:, 0], grid.dx, grid.nx)
-        iy, wy = _axis_weights(pts[:, 1], grid.dy, grid.ny)
+        ix, wx = _axis_weights(pts[:, 0] - grid.origin[0], grid.dx, grid.nx)
+        iy, wy = _axis_weights(pts[:, 1] - grid.origin[1], grid.dy, grid.ny)
         # four corners: (iy0, ix0), (iy0, ix1), (iy1, ix0), (iy1, ix1)
         self._iy = torch.as_tensor(np.stack([iy[0], iy[0], iy[1], iy[1]], axis=1))
         self._ix = torch.as_tensor(np.stack([ix[0], ix[1], ix[0], ix[1]], axis=1))
@@ -65,7 +65,8 @@ class PointSensors:
             )
         kx = ((np.arange(n) + 0.5) * grid.nx / n).astype(int)
         ky = ((np.arange(n) + 0.5) * grid.ny / n).astype(int)
-        yy, xx = np.meshgrid((ky + 0.5) * grid.dy, (kx + 0.5) * grid.dx, indexing="ij")
+        x0, y0 = grid.origin
+        yy, xx = np.meshgrid(y0 + (ky + 0.5) * grid.dy, x0 + (kx + 0.5) * grid.dx, indexing="ij")
         return cls(grid, np.stack([xx.ravel(), yy.ravel()], axis=1))
 
     @property
