@@ -7,6 +7,7 @@ runs any registered kernel and returns ArviZ ``InferenceData``.
 
 from . import fields, kernels, physics, vae
 from .grid import Grid
+from .partition import Partition
 from .physics import DarcyFlow, DarcyFlowFiPy, PointSensors
 from .posterior import Posterior
 from .priors import GaussianFieldPrior, LatentPrior, Prior
@@ -20,6 +21,7 @@ __all__ = [
     "GaussianFieldPrior",
     "Grid",
     "LatentPrior",
+    "Partition",
     "PointSensors",
     "Posterior",
     "Prior",
