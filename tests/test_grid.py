@@ -59,7 +59,7 @@ def test_an_origin_shifts_centres_containment_and_sensors():
     here = PointSensors(g, [[3.75, -0.75], [4.6, -0.3]])(field)
     there = PointSensors(Grid(4, 2, lx=2.0, ly=1.0), [[0.75, 0.25], [1.6, 0.7]])(field)
     torch.testing.assert_close(here, there)
-    with pytest.raises(ValueError, match=r"sensor 0 at \(0.5, 0.5\) .* domain \[3, 5\] x \[-1, 0\]"):
+    with pytest.raises(ValueError, match=r"domain \[3, 5\] x \[-1, 0\]"):
         PointSensors(g, [[0.5, 0.5]])
     assert Grid(4, 2) != Grid(4, 2, origin=(1.0, 0.0))
 

@@ -37,7 +37,7 @@ def test_a_coarsened_prior_refuses_a_grid_that_does_not_nest():
     prior = _fine_prior()
     with pytest.raises(ValueError, match=r"coarse grid 3 x 3 .* does not nest in the prior's"):
         CoarsenedPrior(prior, vaeinv.Grid(3, 3))
-    with pytest.raises(ValueError, match="grid must be a vaeinv.Grid, got tuple"):
+    with pytest.raises(ValueError, match=r"grid must be a vaeinv\.Grid, got tuple"):
         CoarsenedPrior(prior, (4, 4))
 
 

@@ -184,7 +184,8 @@ class Partition:
         self.grid.check_field(field, "field")
         return [field[..., s.rows, s.cols] for s in self.subdomains]
 
-    def _check_locals(self, fields) -> None:
+    def check_local_fields(self, fields) -> None:
+        """Raise ``ValueError`` unless ``fields`` are one field per subdomain on its grid."""
         if not isinstance(fields, list | tuple) or len(fields) != len(self.subdomains):
             got = len(fields) if isinstance(fields, list | tuple) else type(fields).__name__
             raise ValueError(f"expected {len(self.subdomains)} local fields, got {got}")
@@ -194,7 +195,7 @@ class Partition:
     def gather(self, fields) -> torch.Tensor:
         """The global field whose cells come from the cores of the local ``fields`` (one per
         subdomain, ``(..., ny_k, nx_k)``, the same leading shape)."""
-        self._check_locals(fields)
+        self.check_local_fields(fields)
         lead = fields[0].shape[:-2]
         out = fields[0].new_empty(*lead, *self.grid.shape)
         for s, f in zip(self.subdomains, fields, strict=True):
@@ -204,7 +205,7 @@ class Partition:
 
     def overlap_mean(self, fields) -> torch.Tensor:
         """The global field whose every cell is the mean of its copies in the local fields."""
-        self._check_locals(fields)
+        self.check_local_fields(fields)
         lead = fields[0].shape[:-2]
         total = fields[0].new_zeros(*lead, *self.grid.shape)
         count = torch.zeros(self.grid.shape, dtype=fields[0].dtype, device=fields[0].device)
