@@ -122,6 +122,7 @@ def _run_settings(args, problem) -> tuple[dict, dict]:
 def invert(args) -> int:
     from ..problems import load_problem
 
+    distributed = _distributed(args)
     problem = load_problem(args.problem)
     defaults = problem.sampler_defaults
     settings, options = _run_settings(args, problem)
@@ -175,21 +176,23 @@ def invert(args) -> int:
             "join the parts with: vaeinv merge PART... --out FILE"
         )
     start = time.perf_counter()
+    run = {
+        **{k: v for k, v in settings.items() if k not in ("method", "thin")},
+        "thin": thin_requested,
+        "device": args.device,
+        "checkpoint": checkpoint,
+        "resume": args.resume,
+        "chunk_size": chunk_size,
+        "attrs": problem.attrs(),
+        **options,
+    }
     try:
-        idata = runs_sample.sample(
-            posterior,
-            method,
-            **{k: v for k, v in settings.items() if k not in ("method", "thin")},
-            thin=thin_requested,
-            device=args.device,
-            checkpoint=checkpoint,
-            resume=args.resume,
-            chunk_size=chunk_size,
-            progress=not args.no_progress,
-            attrs=problem.attrs(),
-            **inputs,
-            **options,
-        )
+        if distributed:
+            idata = _sample_on_workers(args, method, run)
+        else:
+            idata = runs_sample.sample(
+                posterior, method, progress=not args.no_progress, **run, **inputs
+            )
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; continue with: vaeinv invert {args.problem} --out {out} --resume "
@@ -209,6 +212,49 @@ def invert(args) -> int:
         f"next: vaeinv report {out}"
     )
     return 0
+
+
+def _distributed(args) -> bool:
+    """Whether ``invert`` runs its chains in groups (``--workers``, ``--scheduler`` or
+    ``--chain-groups``); refuses ``--only-chains`` with them."""
+    wanted = any(v is not None for v in (args.workers, args.scheduler, args.chain_groups))
+    if wanted and args.only_chains is not None:
+        raise ValueError(
+            "--only-chains runs some chains by hand; --workers, --scheduler and --chain-groups "
+            "run all of them in groups: give one or the other"
+        )
+    return wanted
+
+
+def _sample_on_workers(args, method: str, run: dict):
+    """The run in chain groups, on Dask workers or in this process
+    ([`sample_distributed`][vaeinv.runs.distributed.sample_distributed])."""
+    from ..runs.distributed import problem_builder, sample_distributed
+
+    where = (
+        f"the Dask scheduler at {args.scheduler}"
+        if args.scheduler
+        else f"{args.workers} local Dask worker(s)"
+        if args.workers
+        else "this process"
+    )
+    print(f"chains in groups on {where}")
+
+    def done(group: int, idata) -> None:
+        chains = [int(c) for c in idata.posterior["chain"].values]
+        print(f"  group {group} (chains {chains}) done", flush=True)
+
+    build = problem_builder(args.problem, method, args.prior, args.device)
+    return sample_distributed(
+        build,
+        method,
+        groups=args.chain_groups,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        timeout=args.scheduler_timeout,
+        on_done=done,
+        **run,
+    )
 
 
 def merge(args) -> int:

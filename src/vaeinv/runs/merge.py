@@ -29,8 +29,10 @@ if TYPE_CHECKING:  # results is the one package that imports arviz at run time
 
 __all__ = ["merge_runs"]
 
-#: run attributes that are summed over the parts.
+#: run attributes that are summed over the parts (and every kernel counter named by
+#: `SUMMED_PREFIXES`, such as MLDA's solves per level).
 SUMMED = ("forward_solves", "gradient_evaluations", "divergences", "warmup_divergences")
+SUMMED_PREFIXES = ("forward_solves_level_", "gradient_evaluations_level_", "coarse_forward_solves")
 #: run attributes of a part that may differ between parts (besides `SUMMED`).
 #: ``mass_corrections``: a pooled NUTS warm-up (``mass="pooled"``) estimates within each part.
 #: ``laplace_start_log_density``: every part fits the whole run's Laplace approximation, but
@@ -43,8 +45,13 @@ _PER_PART = (
     "merged_from",
     "mass_corrections",
     "laplace_start_log_density",
+    "task_seed",
     *SUMMED,
 )
+
+
+def _summed(key: str) -> bool:
+    return key in SUMMED or key.startswith(SUMMED_PREFIXES)
 
 
 def _chains(part: az.InferenceData) -> list[int]:
@@ -79,6 +86,8 @@ def merge_runs(parts: Sequence[az.InferenceData]) -> az.InferenceData:
     for i, part in enumerate(parts[1:], start=1):
         attrs = dict(part.attrs)
         for key in sorted((set(first) | set(attrs)) - set(_PER_PART)):
+            if _summed(key):
+                continue
             if str(first.get(key)) != str(attrs.get(key)):
                 raise ValueError(
                     f"part {i} is not of the same run as part 0: its {key!r} is "
@@ -110,9 +119,10 @@ def merge_runs(parts: Sequence[az.InferenceData]) -> az.InferenceData:
         merged[name] = datasets[0]
 
     attrs: dict[str, Any] = {k: v for k, v in first.items() if k not in _PER_PART}
-    for key in SUMMED:
-        if key in first:
-            attrs[key] = sum(int(part.attrs[key]) for part in parts)
+    for key in [k for k in first if _summed(k)]:
+        attrs[key] = sum(int(part.attrs.get(key, 0)) for part in parts)
+    if "task_seed" in first:
+        attrs["task_seeds"] = json.dumps([int(part.attrs["task_seed"]) for part in parts])
     times = [float(part.attrs.get("wall_time_s", 0.0)) for part in parts]
     attrs["wall_time_s"] = sum(times)
     attrs["wall_time_s_parts"] = json.dumps(times)
