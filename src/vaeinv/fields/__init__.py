@@ -17,6 +17,7 @@ from .dataset import DATASET_FORMAT, FieldDataset, generate_dataset, load_datase
 from .embedding import EmbeddingInfo, EmbeddingWarning
 from .gaussian import GaussianRandomField
 from .kernels import KERNELS, correlation
+from .patches import PatchField
 from .registry import GENERATORS, FieldGenerator, generator_from_config
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "FieldDataset",
     "FieldGenerator",
     "GaussianRandomField",
+    "PatchField",
     "ThresholdedGaussianField",
     "coarsen",
     "correlation",

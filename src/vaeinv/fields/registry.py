@@ -8,6 +8,7 @@ from typing import Any
 from .binary import ThresholdedGaussianField
 from .channels import ChannelizedField
 from .gaussian import GaussianRandomField
+from .patches import PatchField
 
 __all__ = ["GENERATORS", "FieldGenerator", "generator_from_config"]
 
@@ -16,10 +17,11 @@ GENERATORS: dict[str, type] = {
     GaussianRandomField.kind: GaussianRandomField,
     ChannelizedField.kind: ChannelizedField,
     ThresholdedGaussianField.kind: ThresholdedGaussianField,
+    PatchField.kind: PatchField,
 }
 
 #: Any of the field generators.
-FieldGenerator = GaussianRandomField | ChannelizedField | ThresholdedGaussianField
+FieldGenerator = GaussianRandomField | ChannelizedField | ThresholdedGaussianField | PatchField
 
 
 def generator_from_config(config: Mapping[str, Any]) -> FieldGenerator:
