@@ -317,28 +317,7 @@ def _add_inversion_commands(sub) -> None:
         help="NUTS: run only these of the run's chains (comma-separated indices, e.g. 0,1), "
         "say in another process; join the parts with vaeinv merge",
     )
-    inv.add_argument(
-        "--workers",
-        type=int,
-        help="run the chains in groups on a local Dask cluster of this many worker processes",
-    )
-    inv.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="run the chain groups on a running Dask cluster, e.g. tcp://host:8786",
-    )
-    inv.add_argument(
-        "--chain-groups",
-        type=int,
-        help="the number of chain groups (default: one per chain for NUTS, one for the batched "
-        "samplers; a batched sampler's draws depend on it, never on the workers)",
-    )
-    inv.add_argument(
-        "--scheduler-timeout",
-        type=float,
-        default=30.0,
-        help="seconds to wait for the Dask scheduler (default 30)",
-    )
+    _add_worker_options(inv)
     inv.set_defaults(func=_commands.invert)
 
     mrg = sub.add_parser(
@@ -381,6 +360,32 @@ def _add_inversion_commands(sub) -> None:
     rep.add_argument("file", help="result file written by vaeinv invert")
     rep.add_argument("--out", help="folder for the table and figures (default FILE_report/)")
     rep.set_defaults(func=_commands.report)
+
+
+def _add_worker_options(inv) -> None:
+    """``invert``'s options for running the chains in groups on Dask workers."""
+    inv.add_argument(
+        "--workers",
+        type=int,
+        help="run the chains in groups on a local Dask cluster of this many worker processes",
+    )
+    inv.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the chain groups on a running Dask cluster, e.g. tcp://host:8786",
+    )
+    inv.add_argument(
+        "--chain-groups",
+        type=int,
+        help="the number of chain groups (default: one per chain for NUTS, one for the batched "
+        "samplers; a batched sampler's draws depend on it, never on the workers)",
+    )
+    inv.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the Dask scheduler (default 30)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
