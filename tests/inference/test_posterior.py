@@ -187,6 +187,31 @@ def test_nan_from_the_forward_model_gives_minus_infinity(generator):
     assert torch.equal(ll == -math.inf, bad) and ll[~bad].isfinite().all()
 
 
+def test_a_field_that_decodes_to_inf_or_nan_is_a_failed_point_not_an_error(generator):
+    """A latent far out can decode to a non-finite field, which a solver refuses: evaluate
+    gives that row -inf (and a NaN gradient) and the other rows their values, with and without
+    gradients, on the Darcy solver."""
+    post, _ = make_posterior(generator)
+    base = post.prior.decode
+
+    def decode(z):
+        field = base(z)
+        return torch.where(z[:, :1, None] > 3.0, math.inf, field)
+
+    post.prior.decode = decode
+    z = torch.randn(4, post.latent_dim, generator=generator, dtype=torch.float64)
+    z[1, 0], z[3, 0] = 5.0, -0.5
+    for grad in (False, True):
+        out = post.evaluate(z, grad=grad)
+        assert out.log_density[1] == -math.inf and out.log_likelihood[1] == -math.inf
+        assert torch.isnan(out.prediction[1]).all()
+        keep = torch.tensor([0, 2, 3])
+        assert out.log_density[keep].isfinite().all()
+        torch.testing.assert_close(out.log_likelihood[keep], post.log_likelihood(z[keep]))
+        if grad:
+            assert out.grad[keep].isfinite().all()
+
+
 def test_noise_resolution_absolute_and_relative():
     physics, sensors = darcy_parts()
     prior = linear_prior(torch.Generator().manual_seed(0))

@@ -330,7 +330,7 @@ class Posterior:
         with torch.no_grad():
             field = self.decode(z)
             try:
-                prediction = self.forward(field).to(torch.float64)
+                prediction = self._forward_finite(field)
             except _FAILURES:
                 shape = (z.shape[0], self.num_data)
                 prediction = torch.full(shape, math.nan, dtype=torch.float64, device=z.device)
@@ -339,11 +339,21 @@ class Posterior:
             log_density = self.log_prior(z) + log_likelihood
         return Evaluation(log_density, log_likelihood, prediction, None, field)
 
+    def _forward_finite(self, field: torch.Tensor) -> torch.Tensor:
+        """``forward`` (float64) of the rows of ``field (B, ...)`` that are finite (a latent far
+        out can decode to inf or NaN); NaN predictions, a failed point, for the others."""
+        bad = ~torch.isfinite(field.reshape(field.shape[0], -1)).all(-1)
+        if not bool(bad.any()):
+            return self.forward(field).to(torch.float64)
+        mask = bad.reshape(-1, *([1] * (field.dim() - 1)))
+        pred = self.forward(torch.where(mask, torch.zeros_like(field), field)).to(torch.float64)
+        return torch.where(bad[:, None], math.nan, pred)
+
     def _evaluate_with_grad(self, z: torch.Tensor) -> Evaluation:
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
             try:
-                prediction = self.predict(z).to(torch.float64)
+                prediction = self._forward_finite(self.decode(z))
                 log_likelihood = self.log_likelihood_of(prediction).to(torch.float64)
                 log_density = self.log_prior(z).to(torch.float64) + log_likelihood
                 (grad,) = torch.autograd.grad(log_density.sum(), z)
