@@ -18,10 +18,9 @@ from vaeinv.posterior import with_model_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_mlda import QUICK, SEED, _coarse, _problem, _starts
+from test_mlda import QUICK, SEED, _coarse, _problem, _starts, sample_against_closed_form
 
 from interrupt import Stop, stop_after
-from linear_gaussian import assert_moments
 
 
 def test_the_model_error_posterior_has_the_shifted_widened_likelihood():
@@ -91,22 +90,9 @@ def test_mlda_with_a_coarse_kernel_matches_the_closed_form_posterior(kernel, lev
     whole latent, so that the weight stays bounded (with the third latent left to the fine
     level's own moves, such runs converge, but too slowly for this test's few thousand draws,
     and their MCSE estimates are not to be trusted)."""
-    print(f"seed {SEED}, coarse_kernel {kernel}")
-    problem = _problem()
-    idata = vaeinv.sample(
-        problem.posterior,
-        "mlda",
-        coarse=[_coarse(problem, *level) for level in levels],
-        init=_starts(problem, QUICK["num_chains"]),
-        seed=SEED,
-        coarse_kernel=kernel,
-        **QUICK,
-    )
-    z = torch.as_tensor(idata.posterior["z"].values)
-    print("\n".join(assert_moments(z, problem.mean, problem.cov)))
+    idata = sample_against_closed_form(levels, coarse_kernel=kernel)
     rates = idata.sample_stats["coarse_acceptance_rate"].values
     assert ((rates >= 0) & (rates <= 1)).all()
-    assert 0.05 < float(idata.sample_stats["acceptance_rate"].mean()) < 1.0
 
 
 def test_the_coarse_kernels_solves_are_counted_on_its_level():
