@@ -92,3 +92,18 @@ def test_gather_names_bad_local_fields():
         part.gather(local[:3])
     with pytest.raises(ValueError, match=r"local field 1 has shape \(3, 4, 4\)"):
         part.gather([local[0], local[1][..., :4, :4], local[2], local[3]])
+
+
+def test_a_local_prior_must_have_the_subdomains_cells():
+    from vaeinv import GaussianFieldPrior
+
+    part = Partition(Grid(16, 16), 2, 2, overlap=2)
+    sub = part.subdomains[3]  # 10 x 10 cells of 1/16, origin (6/16, 6/16)
+    ok = GaussianFieldPrior(Grid(10, 10, lx=10 / 16, ly=10 / 16), num_modes=4)
+    sub.check_prior(ok)  # the origin differs; the cells are the same
+    assert Grid(10, 10, lx=10 / 16, ly=10 / 16).same_cells(sub.grid)
+    wrong = GaussianFieldPrior(Grid(10, 10), num_modes=4)
+    with pytest.raises(
+        ValueError, match=r"has 10 x 10 cells of 0.1 x 0.1; subdomain 3 has 10 x 10 cells of 0.0625"
+    ):
+        sub.check_prior(wrong)

@@ -117,6 +117,16 @@ class Grid:
         )
         return x, y
 
+    def same_cells(self, other: Grid) -> bool:
+        """Whether ``other`` has this grid's cells (counts and sizes), wherever its origin is:
+        a field on one is a field on the other, moved."""
+        return (
+            isinstance(other, Grid)
+            and (self.nx, self.ny) == (other.nx, other.ny)
+            and math.isclose(self.dx, other.dx, rel_tol=1e-12)
+            and math.isclose(self.dy, other.dy, rel_tol=1e-12)
+        )
+
     def side_length(self, side: str) -> int:
         """Number of cells along ``side`` (``ny`` for left/right, ``nx`` for bottom/top)."""
         check_side(side)

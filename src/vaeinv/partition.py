@@ -76,6 +76,22 @@ class Subdomain:
             y = torch.full_like(x, y0 if side == "bottom" else y1)
         return torch.stack([x, y], dim=1)
 
+    def check_prior(self, prior) -> None:
+        """Raise ``ValueError`` unless ``prior``'s grid has this subdomain's cells (a local
+        prior is trained on patches of the subdomain's size; its origin does not matter)."""
+        grid = getattr(prior, "grid", None)
+        if not isinstance(grid, Grid) or not grid.same_cells(self.grid):
+            name = getattr(prior, "name", None) or type(prior).__name__
+            got = (
+                "no grid"
+                if not isinstance(grid, Grid)
+                else (f"{grid.ny} x {grid.nx} cells of {grid.dy:g} x {grid.dx:g}")
+            )
+            raise ValueError(
+                f"the prior {name!r} has {got}; subdomain {self.index} has "
+                f"{self.grid.ny} x {self.grid.nx} cells of {self.grid.dy:g} x {self.grid.dx:g}"
+            )
+
     def interface_cells(self) -> list[tuple[int, int]]:
         """The ``(iy, ix)`` global indices of the local cells next to an interface, each once."""
         cells: list[tuple[int, int]] = []
