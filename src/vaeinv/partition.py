@@ -113,8 +113,8 @@ class Partition:
 
     Args:
         grid: the global grid.
-        nx_parts, ny_parts: the number of parts along x and y; each must divide the number of
-            cells along its axis.
+        nx_parts: the number of parts along x; it must divide ``grid.nx``.
+        ny_parts: the number of parts along y; it must divide ``grid.ny``.
         overlap: cells added on each interface side of a core, ``>= 0`` and smaller than a
             core's side (so that only neighbouring subdomains overlap).
 

@@ -141,8 +141,11 @@ def sample_distributed(
         groups: the number of chain groups; ``None``: one per chain for a kernel with
             independent chains, one for a batched kernel.
         seed: the run's seed.
-        workers, scheduler, timeout: where the tasks run
-            ([`run_tasks`][vaeinv.runs.executors.run_tasks]); neither: in this process.
+        workers: start a local Dask cluster of this many workers
+            ([`run_tasks`][vaeinv.runs.executors.run_tasks]); with no ``scheduler`` either, the
+            tasks run in this process.
+        scheduler: the address of a running Dask scheduler instead.
+        timeout: seconds to wait for the scheduler.
         threads: torch threads in each task, in this process too (restored after it), so that
             a run gives the same bits wherever its tasks run (``None``: the process's setting).
         checkpoint: a folder for the tasks' checkpoints (``task-<g>`` each).
