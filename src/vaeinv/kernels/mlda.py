@@ -53,6 +53,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..posterior.model_error import with_model_error
 from .adaptation import robbins_monro
 from .base import Kernel, Options, check_fraction, check_positive
 from .levels import check_coarse_levels, check_levels, describe_levels
@@ -166,6 +167,20 @@ class MLDAKernel(Kernel):
         self.levels = check_levels(coarse)
         self.error_from = 0
         self.coarse_kernel: CoarseKernel | None = None
+        self._corrected: tuple = ((), [])  # (error counts, the levels' corrected posteriors)
+
+    def corrected_levels(self, state, error_model: bool) -> list:
+        """Each coarse level's posterior with its error model (the level itself while it has
+        fewer than two rows), rebuilt only when the counts change: fixed after warm-up."""
+        counts = tuple(state.error_count.tolist()) if error_model else ()
+        if counts != self._corrected[0] or not self._corrected[1]:
+            targets = list(self.levels)
+            for k, c in enumerate(counts):
+                if c >= 2:
+                    var = state.error_m2[k] / (state.error_count[k] - 1).to(torch.float64)
+                    targets[k] = with_model_error(self.levels[k], state.error_mean[k], var)
+            self._corrected = (counts, targets)
+        return self._corrected[1]
 
     def check(self, options, *, num_warmup: int, fixed_mass: bool) -> None:
         """The error model learns from the warm-up iterations from ``num_warmup // 2`` on; a
@@ -261,7 +276,10 @@ class MLDAKernel(Kernel):
         )
         visits = [options.subchain_length ** (n - k) for k in range(n)]  # steps of level k
         if adapt:
-            new = _adapted(new, walk.rates[0] / visits[0], options)
+            if self.coarse_kernel is None:
+                new = _adapted(new, walk.rates[0] / visits[0], options)
+            else:  # the coarse kernel adapts itself; only the warm-up count goes on
+                new = new._replace(adapt_count=new.adapt_count + 1)
             if options.error_model and int(state.adapt_count) >= self.error_from:
                 new = _with_error(new, fine.prediction[:, None] - proposed, failed)
         if walk.inner is not None:

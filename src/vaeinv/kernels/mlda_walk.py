@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..posterior.model_error import with_model_error
-
 __all__ = ["Walk"]
 
 if TYPE_CHECKING:
@@ -34,13 +32,7 @@ class Walk:
         self.rates = [0.0] * len(self.levels)
         # each level's posterior with the error model, N(y; G + mean, sd^2 + var), fixed
         # within a step; the level's own while there is none (fewer than two rows yet)
-        self.targets = list(self.levels)
-        if options.error_model:
-            counts = state.error_count.tolist()
-            for k, c in enumerate(self.levels):
-                if counts[k] >= 2:
-                    var = state.error_m2[k] / (state.error_count[k] - 1).to(torch.float64)
-                    self.targets[k] = with_model_error(c, state.error_mean[k], var)
+        self.targets = kernel.corrected_levels(state, options.error_model)
         # the coarsest kernel's state, evaluated afresh when its likelihood has changed
         self.coarse = kernel.coarse_kernel
         self.inner = self.evaluated_at = None
