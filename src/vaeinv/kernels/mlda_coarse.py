@@ -121,8 +121,8 @@ class CoarseKernel:
 
     def packed(self, base, inner, evaluated_at: torch.Tensor):
         """A full MLDA state from the base entries of ``base`` and ``inner``."""
-        values = {PREFIX + f: getattr(inner, f) for f in self.inner_fields}
-        return self.state_type(**base._asdict(), **values, coarse_evaluated_at=evaluated_at)
+        empty = self.state_type(**base._asdict())
+        return self.pack(empty, inner, coarse_evaluated_at=evaluated_at)
 
     def keep_where(self, take: torch.Tensor, inner, snapshot):
         """``inner`` where ``take`` (per chain), else the chain's position in ``snapshot``."""
