@@ -34,6 +34,7 @@ __all__ = [
     "GroupTask",
     "chain_groups",
     "group_seed",
+    "group_tasks",
     "problem_builder",
     "run_group",
     "sample_distributed",
@@ -157,9 +158,33 @@ def sample_distributed(
         ValueError: an unknown method, a bad number of groups or workers, an unreachable
             scheduler, and whatever ``vaeinv.sample`` refuses (raised by the first task).
     """
-    from ..kernels import registry
     from .executors import run_tasks
     from .merge import merge_runs
+
+    tasks = group_tasks(
+        build, method, num_chains=num_chains, groups=groups, seed=seed, threads=threads,
+        checkpoint=checkpoint, **settings,
+    )  # fmt: skip
+    parts = run_tasks(
+        run_group, tasks, workers=workers, scheduler=scheduler, timeout=timeout, on_done=on_done
+    )
+    return parts[0] if len(parts) == 1 else merge_runs(parts)
+
+
+def group_tasks(
+    build: Callable[[], tuple[Any, dict]],
+    method: str,
+    *,
+    num_chains: int,
+    groups: int | None,
+    seed: int,
+    threads: int | None = 1,
+    checkpoint: str | Path | None = None,
+    **settings,
+) -> list[GroupTask]:
+    """The chain groups' tasks of one run (`sample_distributed` says what each argument
+    means), to run with `run_group`, here or on Dask."""
+    from ..kernels import registry
 
     kernel = registry.get(method)
     independent = bool(kernel.independent_chains)
@@ -167,7 +192,7 @@ def sample_distributed(
         groups = num_chains if independent else 1
     split = chain_groups(num_chains, groups)
     settings = {"progress": False, **settings}
-    tasks = [
+    return [
         GroupTask(
             build=build,
             method=method,
@@ -183,10 +208,6 @@ def sample_distributed(
         )
         for g, chains in enumerate(split)
     ]
-    parts = run_tasks(
-        run_group, tasks, workers=workers, scheduler=scheduler, timeout=timeout, on_done=on_done
-    )
-    return parts[0] if len(parts) == 1 else merge_runs(parts)
 
 
 def _problem_inputs(problem: str, method: str, prior, device):

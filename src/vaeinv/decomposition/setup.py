@@ -1,0 +1,287 @@
+"""Preparing a domain-decomposed inversion: the partition's local problems, with the interface
+model fitted and refined (the steps are in `Decomposition.prepare`)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..partition import Partition
+from ..physics.darcy import DarcyFlow
+from ..physics.sensors import PointSensors
+from .interface import InterfaceGP, face_pressures, refine_interfaces
+from .local import LocalSpec, build_local, interface_sensitivity
+
+__all__ = ["Decomposition", "InterfaceSettings", "PriorOnlyWarning"]
+
+
+class PriorOnlyWarning(UserWarning):
+    """A subdomain holds no sensor: its local posterior is its prior."""
+
+
+@dataclass(frozen=True)
+class InterfaceSettings:
+    """How the interface pressure is modelled.
+
+    Attributes:
+        fit_steps: Adam steps of the GP's marginal-likelihood fit.
+        pilot: refine the GP with a global solve of a pilot field (the blended local MAPs).
+        target_fraction: active learning stops when the largest predictive variance on the
+            interfaces is under this fraction of the mean noise variance.
+        max_points: the most interface points added.
+        map_steps: Adam steps of each local MAP (then 3 Gauss-Newton steps).
+    """
+
+    fit_steps: int = 150
+    pilot: bool = True
+    target_fraction: float = 0.5
+    max_points: int = 64
+    map_steps: int = 150
+
+    def __post_init__(self) -> None:
+        for name in ("fit_steps", "max_points", "map_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"interface {name} must be an integer >= 0, got {value!r}")
+        f = self.target_fraction
+        if isinstance(f, bool) or not isinstance(f, float | int) or not f > 0:
+            raise ValueError(f"interface target_fraction must be a number > 0, got {f!r}")
+
+
+def _side_points(subdomain) -> np.ndarray:
+    return np.concatenate([subdomain.interface_points(s).numpy() for s in subdomain.interfaces])
+
+
+@dataclass
+class Decomposition:
+    """A partition's local problems, ready to sample (`sample_decomposed`).
+
+    Attributes:
+        partition: the partition.
+        specs: one [`LocalSpec`][vaeinv.decomposition.local.LocalSpec] per subdomain.
+        sensor_index: per subdomain, the global sensors it reads.
+        info: what the preparation did and spent (the interface model's kernel, the points
+            added, the global and local solves, the pilot's misfit).
+        truth: the global true field, if known.
+    """
+
+    partition: Partition
+    specs: list[LocalSpec]
+    sensor_index: list[np.ndarray]
+    info: dict = field(default_factory=dict)
+    truth: torch.Tensor | None = None
+
+    @classmethod
+    def prepare(
+        cls,
+        partition: Partition,
+        prior: str,
+        flow: DarcyFlow,
+        sensors: PointSensors,
+        data,
+        noise_std,
+        *,
+        truth=None,
+        interface: InterfaceSettings | None = None,
+        solver: str = "auto",
+    ) -> Decomposition:
+        """Build the local problems.
+
+        1. The sensors inside each subdomain (overlap included); a subdomain with none warns
+           (`PriorOnlyWarning`) and samples its prior.
+        2. The interface GP fitted to the sensors' data
+           ([`InterfaceGP`][vaeinv.decomposition.interface.InterfaceGP]); local problems with
+           its mean on the interfaces and ``H`` at the prior's mean field.
+        3. With ``interface.pilot``: each local MAP (a Laplace fit), Poisson-blended into a
+           pilot global field, solved once globally; the interface points of largest
+           predictive variance are added with the pilot's face pressures as observations of
+           variance ``max(sensor noise variance, the pilot's mean squared misfit at the
+           sensors)``, until the variance target or ``max_points``; ``H`` is then taken at
+           each local MAP.
+
+        Args:
+            partition: the partition of the global grid.
+            prior: the local prior, or its name or folder (loaded in each task); its grid must
+                have the subdomains' cells.
+            flow: the global Darcy problem (its boundary conditions, source and wells).
+            sensors: the global sensors.
+            data: ``(m,)`` the observations.
+            noise_std: ``(m,)`` or a scalar, their noise standard deviation.
+            truth: the global true field, if known.
+            interface: the interface model's settings.
+            solver: the local Darcy solver.
+
+        Raises:
+            ValueError: a prior whose grid differs from a subdomain's, subdomains of different
+                sizes, a flow or sensors on another grid, bad data or noise.
+        """
+        from ..priors import Prior
+
+        settings = interface or InterfaceSettings()
+        local_prior = Prior.load(prior) if isinstance(prior, str) else prior
+        name = str(getattr(local_prior, "name", prior))
+        for s in partition.subdomains:
+            s.check_prior(local_prior)
+        for what, grid in (("flow", flow.grid), ("sensors", sensors.grid)):
+            if grid != partition.grid:
+                raise ValueError(f"the {what} grid {grid} differs from the partition's grid")
+        y = np.asarray(data, dtype=np.float64).reshape(-1)
+        sd = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), y.shape).copy()
+        if y.shape[0] != sensors.num_sensors or not np.all(np.isfinite(y)):
+            raise ValueError(
+                f"data must be {sensors.num_sensors} finite values (one per sensor), "
+                f"got shape {y.shape}"
+            )
+        if not np.all(sd > 0):
+            raise ValueError(f"noise_std must be > 0, got min {sd.min()}")
+        xy = sensors.xy.numpy()
+        index = partition.sensors_in(xy)
+        for s, idx in zip(partition.subdomains, index, strict=True):
+            if idx.size == 0:
+                warnings.warn(
+                    f"subdomain {s.index} ({s.grid.domain}) holds no sensor: its local "
+                    "posterior is its prior",
+                    PriorOnlyWarning,
+                    stacklevel=2,
+                )
+        gp = InterfaceGP(xy, y, sd**2, fit_steps=settings.fit_steps)
+        source = prior if isinstance(prior, str) else local_prior
+        prep = _Preparation(partition, source, local_prior, flow, xy, y, sd, index, solver)
+        truth_t = None if truth is None else torch.as_tensor(truth, dtype=torch.float64)
+        prep.truth = truth_t
+        mean_field = local_prior.decode(
+            torch.zeros(local_prior.latent_dim, dtype=torch.float64)
+        ).detach()
+        references = [mean_field] * len(partition)
+        info = {
+            "local_prior": name,
+            "gp_length_scale": gp.length_scale,
+            "gp_variance": gp.kernel_variance,
+            "gp_sensors": gp.num_points,
+            "global_solves": 0,
+            "local_solves": 0,
+        }
+        specs = prep.specs(gp, references)
+        if settings.pilot:
+            references, pilot = prep.local_maps(specs, settings.map_steps, info)
+            p = flow.solve(pilot[None].to(torch.float64))[0].detach()
+            info["global_solves"] += 1
+            misfit = float(np.mean((sensors(p[None])[0].numpy() - y) ** 2))
+            candidates, values = prep.pilot_interfaces(pilot, p)
+            pilot_var = max(float(np.mean(sd**2)), misfit)
+            gp, added, history = refine_interfaces(
+                gp,
+                candidates,
+                values,
+                pilot_var,
+                target_variance=settings.target_fraction * float(np.mean(sd**2)),
+                max_points=settings.max_points,
+            )
+            info.update(
+                pilot_misfit_rms=misfit**0.5,
+                pilot_variance=pilot_var,
+                interface_points_added=len(added),
+                interface_max_sd_before=history[0] ** 0.5,
+                interface_max_sd_after=history[-1] ** 0.5,
+            )
+            specs = prep.specs(gp, references)
+        info["local_solves"] += len(partition)  # the factorisations behind H
+        return cls(partition, specs, index, info, truth_t)
+
+
+class _Preparation:
+    """The pieces `Decomposition.prepare` builds the local problems from."""
+
+    def __init__(self, partition, source, prior, flow, xy, y, sd, index, solver):
+        self.partition, self.name, self.prior, self.flow = partition, source, prior, flow
+        self.xy, self.y, self.sd, self.index, self.solver = xy, y, sd, index, solver
+        self.truth = None
+        g = partition.grid
+        self.rates = flow.cell_rates().numpy() / (g.dx * g.dy)
+
+    def specs(self, gp: InterfaceGP, references) -> list[LocalSpec]:
+        out = []
+        for s, idx, ref in zip(self.partition.subdomains, self.index, references, strict=True):
+            points = _side_points(s) if s.interfaces else np.zeros((0, 2))
+            mean, cov = gp.predict(points) if len(points) else (torch.zeros(0), torch.zeros(0, 0))
+            dirichlet, start = {}, 0
+            for side, values in self.flow.setup.dirichlet.items():
+                if side not in s.interfaces and _on_side(s, side, self.partition):
+                    along = s.rows if side in ("left", "right") else s.cols
+                    dirichlet[side] = values[along]
+            for side in s.interfaces:
+                n = s.grid.side_length(side)
+                dirichlet[side] = mean[start : start + n].numpy()
+                start += n
+            origin = np.asarray(s.grid.origin)
+            spec = LocalSpec(
+                index=s.index,
+                prior=self.name,
+                grid=(s.grid.nx, s.grid.ny, s.grid.lx, s.grid.ly),
+                dirichlet=dirichlet,
+                interfaces=s.interfaces,
+                source=self.rates[s.rows, s.cols].copy(),
+                sensor_xy=self.xy[idx] - origin,
+                data=self.y[idx],
+                noise_std=self.sd[idx],
+                interface_cov=cov.numpy(),
+                sensitivity=np.zeros((idx.size, cov.shape[0])),
+                solver=self.solver,
+                truth=None if self.truth is None else self.truth[s.rows, s.cols].numpy(),
+            )
+            if idx.size and s.interfaces:
+                flow = spec.flow()
+                sensors = PointSensors(flow.grid, spec.sensor_xy)
+                h = interface_sensitivity(flow, sensors, ref, s.interfaces)
+                spec = _replace(spec, sensitivity=h)
+            out.append(spec)
+        return out
+
+    def local_maps(self, specs, steps: int, info: dict):
+        """Each subdomain's MAP field, and their Poisson blend (the pilot field)."""
+        from ..approx.laplace import laplace_approximation
+        from ..blending import PoissonBlend
+
+        fields = []
+        for spec in specs:
+            posterior, _ = build_local(spec, self.prior)
+            gen = torch.Generator().manual_seed(spec.index)
+            starts = torch.randn(4, posterior.latent_dim, generator=gen, dtype=torch.float64)
+            starts[0] = 0.0
+            fit = laplace_approximation(posterior, starts, steps=steps, newton_steps=3)
+            info["local_solves"] += fit.num_evaluations
+            fields.append(posterior.decode(fit.mean[None])[0].detach().to(torch.float64))
+        return fields, PoissonBlend(self.partition)(fields)
+
+    def pilot_interfaces(self, pilot: torch.Tensor, pressure: torch.Tensor):
+        """The interface points of every subdomain (each once) and the pilot's pressure there."""
+        points, values = [], []
+        for s in self.partition.subdomains:
+            faces = face_pressures(pilot, pressure, s)
+            for side in s.interfaces:
+                points.append(s.interface_points(side).numpy())
+                values.append(faces[side].numpy())
+        xy, v = np.concatenate(points), np.concatenate(values)
+        _, first = np.unique(np.round(xy, 12), axis=0, return_index=True)
+        first = np.sort(first)
+        return xy[first], v[first]
+
+
+def _on_side(subdomain, side: str, partition: Partition) -> bool:
+    """Whether ``side`` of ``subdomain`` lies on the global boundary."""
+    px, py = subdomain.part
+    return {
+        "left": px == 0,
+        "right": px == partition.nx_parts - 1,
+        "bottom": py == 0,
+        "top": py == partition.ny_parts - 1,
+    }[side]
+
+
+def _replace(spec: LocalSpec, **changes) -> LocalSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)
