@@ -126,6 +126,10 @@ def invert(args) -> int:
     problem = load_problem(args.problem)
     defaults = problem.sampler_defaults
     settings, options = _run_settings(args, problem)
+    if problem.decomposition is not None and not args.global_run:
+        from .decomposed import invert_decomposed
+
+        return invert_decomposed(args, problem, settings, options)
     method = settings["method"]
     chunk_size = defaults.chunk_size if args.chunk_size is None else args.chunk_size
     _check_device(args.device)

@@ -116,26 +116,36 @@ class InterfaceGP:
 
     @staticmethod
     def _fit(x, residual, var, steps, lr, length_scale):
+        import pyro
         import pyro.contrib.gp as gp
 
         spread = float(residual.var()) if residual.numel() > 1 else 0.0
-        kernel = gp.kernels.Matern32(
-            input_dim=2,
-            variance=torch.tensor(max(spread, 1e-12), dtype=torch.float64),
-            lengthscale=torch.tensor(length_scale, dtype=torch.float64),
-        )
-        if steps > 0 and spread > 0:
-            model = gp.models.GPRegression(
-                x, residual, kernel, noise=var.mean().clone(), jitter=1e-10
+        # parameters local to the modules: nothing read from or left in Pyro's global store
+        with pyro.settings.context(module_local_params=True):
+            kernel = gp.kernels.Matern32(
+                input_dim=2,
+                variance=torch.tensor(max(spread, 1e-12), dtype=torch.float64),
+                lengthscale=torch.tensor(length_scale, dtype=torch.float64),
             )
-            # the noise is the sensors' known variance: only the kernel is fitted
-            optimizer = torch.optim.Adam(kernel.parameters(), lr=lr)
-            gp.util.train(model, optimizer, num_steps=steps)
+            if steps > 0 and spread > 0:
+                model = gp.models.GPRegression(
+                    x, residual, kernel, noise=var.mean().clone(), jitter=1e-10
+                )
+                # the noise is the sensors' known variance: only the kernel is fitted
+                optimizer = torch.optim.Adam(kernel.parameters(), lr=lr)
+                gp.util.train(model, optimizer, num_steps=steps)
         return kernel
+
+    def _k(self, a, b=None, diag=False) -> torch.Tensor:
+        """The kernel's matrix, its parameters read from the module (not Pyro's store)."""
+        import pyro
+
+        with pyro.settings.context(module_local_params=True), torch.no_grad():
+            return self.kernel(a, b, diag=diag)
 
     def _factor(self) -> None:
         with torch.no_grad():
-            gram = self.kernel(self.xy) + torch.diag(self.variance)
+            gram = self._k(self.xy) + torch.diag(self.variance)
             self._chol = torch.linalg.cholesky(gram)
             residual = self.values - self._design(self.xy) @ self.trend
             self._alpha = torch.cholesky_solve(residual[:, None], self._chol)[:, 0]
@@ -151,11 +161,17 @@ class InterfaceGP:
 
     @property
     def length_scale(self) -> float:
-        return float(self.kernel.lengthscale.detach())
+        import pyro
+
+        with pyro.settings.context(module_local_params=True):
+            return float(self.kernel.lengthscale.detach())
 
     @property
     def kernel_variance(self) -> float:
-        return float(self.kernel.variance.detach())
+        import pyro
+
+        with pyro.settings.context(module_local_params=True):
+            return float(self.kernel.variance.detach())
 
     def with_points(self, xy, values, variance) -> InterfaceGP:
         """A copy conditioned on more observations (the kernel and the plane kept)."""
@@ -177,13 +193,13 @@ class InterfaceGP:
         ``full_cov=False``) of the pressure at the points ``xy``, float64."""
         x = _as64(xy, "xy").reshape(-1, 2)
         with torch.no_grad():
-            cross = self.kernel(x, self.xy)
+            cross = self._k(x, self.xy)
             mean = self._design(x) @ self.trend + cross @ self._alpha
             half = torch.linalg.solve_triangular(self._chol, cross.T, upper=False)
             if full_cov:
-                cov = self.kernel(x) - half.T @ half
+                cov = self._k(x) - half.T @ half
                 return mean, 0.5 * (cov + cov.T)
-            var = self.kernel(x, diag=True) - (half**2).sum(0)
+            var = self._k(x, diag=True) - (half**2).sum(0)
             return mean, var.clamp_min(0.0)
 
 

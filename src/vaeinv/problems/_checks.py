@@ -20,6 +20,7 @@ _TOP_KEYS = (
     "data",
     "sampler",
     "multilevel",
+    "decomposition",
 )
 _MULTILEVEL_KEYS = ("prior", "levels", "latent")
 #: how the levels of [multilevel] share the latent

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ._checks import _TOP_KEYS, _check_keys, _require
 from ._tables import _data, _grid, _multilevel, _physics, _prior, _sampler, _sensors, _truth
+from .decomposition import parse_decomposition
 from .spec import Problem
 
 __all__ = ["list_problems", "load_problem", "problems_folder"]
@@ -81,6 +82,7 @@ def load_problem(name_or_path: str | Path, *, require_data: bool = True) -> Prob
     truth, truth_spec = _truth(raw, grid, folder, require_data)
     data, noise_std, meta = _data(raw, folder, sensors_xy, require_data)
     multilevel = _multilevel(raw, grid, folder)
+    decomposition = parse_decomposition(raw, grid, folder)
     sampler = _sampler(raw)
     from ..kernels import registry
 
@@ -107,4 +109,5 @@ def load_problem(name_or_path: str | Path, *, require_data: bool = True) -> Prob
         truth_spec=truth_spec,
         sampler_defaults=sampler,
         multilevel=multilevel,
+        decomposition=decomposition,
     )

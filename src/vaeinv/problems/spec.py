@@ -153,6 +153,8 @@ class Problem:
         truth_spec: the ``[truth]`` table (``file``, ``format``, optional ``seed``, ``generator``).
         sampler_defaults: the ``[sampler]`` table.
         multilevel: the ``[multilevel]`` table, or ``None``.
+        decomposition: the ``[decomposition]`` table, or ``None``
+            (`vaeinv.problems.decomposition`).
     """
 
     name: str
@@ -172,6 +174,7 @@ class Problem:
     truth_spec: dict[str, Any] | None
     sampler_defaults: SamplerDefaults
     multilevel: MultilevelSpec | None = None
+    decomposition: Any = None
 
     def __repr__(self) -> str:
         return (
