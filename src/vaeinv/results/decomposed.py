@@ -21,15 +21,17 @@ fields (each cell from its core) and for the blended ones (``seam_ratio_gathered
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
 import torch
 import xarray as xr
 
 from ..blending import PoissonBlend
-from .inference_data import netcdf_attrs
+from .inference_data import from_groups
+
+if TYPE_CHECKING:  # built through inference_data, the one module that imports arviz
+    import arviz as az
 
 __all__ = ["decomposed_inference_data", "seam_ratio"]
 
@@ -158,14 +160,43 @@ def decomposed_inference_data(
         seam_ratio_gathered=seam_ratio(part, gathered.double()),
         seam_ratio_blended=seam_ratio(part, blended.double()),
     )
-    run = netcdf_attrs(run)
     xy, y, sd = _sensors(decomposition)
     groups = {
-        "posterior": post.assign_attrs(run),
+        "posterior": post,
         "observed_data": xr.Dataset({"y": (("sensor",), y)}, coords={"sensor": np.arange(len(y))}),
         "constant_data": _constant(decomposition, xy, sd),
     }
     stats = _stats(local_runs)
     if stats is not None:
         groups["sample_stats"] = stats
-    return az.InferenceData(attrs=run, **groups)
+    return from_groups(groups, run)
+
+
+def subdomain_diagnostics(idata) -> list[dict[str, Any]]:
+    """Per subdomain, [`diagnostics`][vaeinv.results.inference_data.diagnostics] of its own
+    latents and statistics (``max_rhat_latent``, ``min_ess_bulk_latent``,
+    ``acceptance_rate``, ...), with its ``forward_solves``."""
+    from .inference_data import diagnostics
+
+    solves = idata.attrs.get("forward_solves_subdomain", "[]")
+    solves = [int(v) for v in str(solves).strip("[]").split(",") if v.strip()]
+    out = []
+    for k in range(int(idata.posterior.sizes["subdomain"])):
+        one = diagnostics(idata.isel(subdomain=k))
+        one["forward_solves"] = solves[k] if k < len(solves) else None
+        out.append(one)
+    return out
+
+
+def subdomain_table(idata) -> str:
+    """The per-subdomain diagnostics as a markdown table."""
+    lines = [
+        "| subdomain | max R-hat, latents | min bulk ESS, latents | acceptance | local solves |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for k, d in enumerate(subdomain_diagnostics(idata)):
+        lines.append(
+            f"| {k} | {d['max_rhat_latent']:.4f} | {d['min_ess_bulk_latent']:.0f} | "
+            f"{d['acceptance_rate']:.3f} | {d['forward_solves']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,9 @@
   attributes): max R-hat and min bulk / tail ESS over the latents and over field quantities,
   acceptance, divergences, failed solves, the normalised data misfit and, when the truth is
   known, the relative L2 error of the posterior-mean ``log_k`` and its 2-sd coverage;
-- ``fields.png``: truth / posterior mean / posterior sd / error (mean - truth) of ``log_k``;
+- ``fields.png``: truth / posterior mean / posterior sd / error (mean - truth) of ``log_k``,
+  with the subdomains (dashed) and their cores (solid) of a decomposed run drawn over them;
+  a decomposed run's summary also has a table per subdomain;
 - ``traces.png`` and ``ranks.png``: the trace of ``lp`` and trace and rank plots of the latents
   with the largest split R-hat (the ones to look at);
 - ``predictive.png``: posterior-mean predicted against observed sensor values, with 2-sd bars.
@@ -139,6 +141,34 @@ def split_rhat(draws: np.ndarray) -> np.ndarray:
         return np.sqrt(var / w)
 
 
+def _latents(idata) -> np.ndarray:
+    """``z`` as ``(chain, draw, latent)``; a decomposed run's ``(subdomain, latent)``
+    flattened, subdomain by subdomain."""
+    z = np.asarray(idata.posterior["z"].values)
+    return z.reshape(*z.shape[:2], -1)
+
+
+def _latent_label(idata, i: int) -> str:
+    z = idata.posterior["z"]
+    if "subdomain" not in z.dims:
+        return f"z[{i}]"
+    k, j = divmod(i, z.sizes["latent"])
+    return f"z[{j}] of subdomain {k}"
+
+
+def _draw_partition(ax, constant, x: np.ndarray, y: np.ndarray) -> None:
+    """The subdomains (dashed) and their cores (solid) of a decomposed run."""
+    dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+    x0, y0 = float(x[0]) - dx / 2, float(y[0]) - dy / 2
+    for k in range(int(constant.sizes["subdomain"])):
+        for kind, style in (("", "--"), ("core_", "-")):
+            c0, c1 = (int(constant[f"{kind}cols_{e}"][k]) for e in ("start", "stop"))
+            r0, r1 = (int(constant[f"{kind}rows_{e}"][k]) for e in ("start", "stop"))
+            xs = [x0 + c0 * dx, x0 + c1 * dx, x0 + c1 * dx, x0 + c0 * dx, x0 + c0 * dx]
+            ys = [y0 + r0 * dy, y0 + r0 * dy, y0 + r1 * dy, y0 + r1 * dy, y0 + r0 * dy]
+            ax.plot(xs, ys, style, color="k" if kind else "w", lw=0.8)
+
+
 def _pick_latents(z: np.ndarray, num: int) -> list[int]:
     rhat = np.nan_to_num(split_rhat(z), nan=0.0)
     order = np.argsort(-rhat, kind="stable")
@@ -201,6 +231,8 @@ def plot_fields(idata, path: str | Path) -> Path:
         fig.colorbar(im, ax=ax, shrink=0.85)
         if xy is not None:
             ax.plot(xy[:, 0], xy[:, 1], "w.", ms=2)
+        if constant is not None and "core_rows_start" in constant:
+            _draw_partition(ax, constant, np.asarray(log_k["x"]), np.asarray(log_k["y"]))
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("x")
         ax.set_ylabel("y")
@@ -213,13 +245,13 @@ def plot_fields(idata, path: str | Path) -> Path:
 def plot_traces(idata, path: str | Path, latents: list[int]) -> Path:
     """Traces of ``lp`` (when recorded) and of ``z[i]`` for ``i`` in ``latents``, per chain."""
     plt = _pyplot()
-    z = np.asarray(idata.posterior["z"].values)
+    z = _latents(idata)
     draw = np.asarray(idata.posterior["draw"].values)
     series: list[tuple[str, np.ndarray]] = []
     stats = getattr(idata, "sample_stats", None)
     if stats is not None and "lp" in stats:
         series.append(("lp", np.asarray(stats["lp"].values)))
-    series += [(f"z[{i}]", z[:, :, i]) for i in latents]
+    series += [(_latent_label(idata, i), z[:, :, i]) for i in latents]
     fig, axes = plt.subplots(
         len(series),
         1,
@@ -244,7 +276,7 @@ def plot_ranks(idata, path: str | Path, latents: list[int], bins: int = 20) -> P
     """Rank plots of ``z[i]``: ranks over all chains pooled, one histogram per chain (uniform
     when the chains agree)."""
     plt = _pyplot()
-    z = np.asarray(idata.posterior["z"].values)
+    z = _latents(idata)
     num_chains, num_draws = z.shape[:2]
     fig, axes = plt.subplots(
         1, len(latents), figsize=(3.2 * len(latents), 2.8), squeeze=False, constrained_layout=True
@@ -257,7 +289,7 @@ def plot_ranks(idata, path: str | Path, latents: list[int], bins: int = 20) -> P
             counts, _ = np.histogram(ranks[c], bins=edges)
             ax.stairs(counts, edges, lw=1, label=f"chain {c}")
         ax.axhline(num_draws / bins, color="k", ls="--", lw=0.8)
-        ax.set_title(f"z[{i}] ranks", fontsize=10)
+        ax.set_title(f"{_latent_label(idata, i)} ranks", fontsize=10)
         ax.set_xlabel("rank (all chains)")
     axes[0, 0].set_ylabel("count per chain")
     path = Path(path)
@@ -327,13 +359,17 @@ def write_report(
     if posterior is None or "z" not in posterior:
         raise ValueError("the result has no posterior z (chain, draw, latent) to report on")
     if diagnostics is None:
-        from .results import diagnostics as compute
+        from .inference_data import diagnostics as compute
 
         diagnostics = compute(idata)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     attrs = dict(getattr(idata, "attrs", None) or posterior.attrs)
     table = summary_table(diagnostics, attrs)
+    if "subdomain" in posterior["z"].dims:
+        from .decomposed import subdomain_table
+
+        table += "\nper subdomain (local latents and statistics):\n\n" + subdomain_table(idata)
     files = {"summary": out / "summary.md", "json": out / "summary.json"}
     files["summary"].write_text(table)
     record = {"diagnostics": {k: _jsonable(v) for k, v in diagnostics.items()}}
@@ -341,7 +377,7 @@ def write_report(
     files["json"].write_text(json.dumps(record, indent=2, default=str) + "\n")
     if "log_k" in posterior:
         files["fields"] = plot_fields(idata, out / "fields.png")
-    latents = _pick_latents(np.asarray(posterior["z"].values), num_latents)
+    latents = _pick_latents(_latents(idata), num_latents)
     files["traces"] = plot_traces(idata, out / "traces.png", latents)
     files["ranks"] = plot_ranks(idata, out / "ranks.png", latents)
     if getattr(idata, "posterior_predictive", None) is not None:
