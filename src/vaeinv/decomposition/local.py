@@ -59,6 +59,10 @@ class LocalSpec:
         sensitivity: ``(m, q)`` ``H``: the readings' derivative in the interface values.
         solver: the Darcy solver's name.
         truth: the true local field, if known.
+        whitener: ``(W, l, W y)`` of the likelihood covariance (`whitening`; ``None``
+            without sensors), computed when the spec is made and carried with it, so that
+            every process that builds the posterior reads the same numbers (LAPACK's last
+            bits depend on its threads).
     """
 
     index: int
@@ -74,6 +78,12 @@ class LocalSpec:
     sensitivity: np.ndarray
     solver: str = "auto"
     truth: np.ndarray | None = field(default=None)
+    whitener: tuple | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.num_sensors:
+            w, scale = whitening(self.likelihood_covariance())
+            object.__setattr__(self, "whitener", (w, scale, w @ self.data))
 
     @property
     def num_sensors(self) -> int:
@@ -134,10 +144,9 @@ def build_local(spec: LocalSpec, prior=None):
         readings = LocalReadings(flow, None, torch.eye(1, dtype=torch.float64))
         data, noise = np.zeros(1), np.ones(1)
     else:
-        w, noise = whitening(spec.likelihood_covariance())
+        w, noise, data = spec.whitener
         sensors = PointSensors(flow.grid, spec.sensor_xy)
         readings = LocalReadings(flow, sensors, torch.as_tensor(w))
-        data = w @ spec.data
     truth = None if spec.truth is None else torch.as_tensor(spec.truth)
     posterior = Posterior(prior, readings, None, data, noise, truth=truth)
     return posterior, {}
