@@ -78,7 +78,7 @@ def checkpoint_path(name_or_path: str) -> Path:
 
     path = Path(name_or_path)
     if not path.exists():
-        path = Path(vaeinv.__file__).parent / "priors" / str(name_or_path)
+        path = Path(vaeinv.__file__).parent / "priors" / "shipped" / str(name_or_path)
     return path
 
 

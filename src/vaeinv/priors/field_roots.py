@@ -20,9 +20,42 @@ def _cutoff(lam: torch.Tensor, num_cells: int) -> float:
     return float(lam.max()) * num_cells * torch.finfo(torch.float64).eps
 
 
+#: grids above this many cells get their leading KL modes by Lanczos (when fewer than all
+#: modes are asked for) instead of a dense eigendecomposition, which is O(N^3)
+LANCZOS_MIN_CELLS = 4096
+
+
+def _leading_modes(field, grid: Grid, covariance: Callable, k: int):
+    """The ``k`` leading eigenpairs of the grid covariance by Lanczos (SciPy's ``eigsh``),
+    its products computed with FFTs on the circulant embedding (``C v = P S S P^T v``), from a
+    fixed start vector; each eigenvector's sign set so that its largest entry is positive."""
+    import numpy as np
+    import scipy.sparse.linalg as spla
+
+    root = CirculantRoot(field, grid, covariance, None, torch.float64)
+    shape, (ny, nx) = root.latent_shape, grid.shape
+
+    def product(v):
+        pad = torch.zeros(*shape, dtype=torch.float64)
+        pad[:ny, :nx] = torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(ny, nx)
+        return root.apply_sqrt(root.apply_sqrt(pad))[:ny, :nx].reshape(-1).numpy()
+
+    n = grid.num_cells
+    op = spla.LinearOperator((n, n), matvec=product, dtype=np.float64)
+    lam, vec = spla.eigsh(op, k=k, which="LA", v0=np.ones(n))
+    order = np.argsort(-lam)
+    lam, vec = torch.as_tensor(lam[order]), torch.as_tensor(vec[:, order])
+    top = vec.abs().argmax(0)
+    vec = vec * torch.sign(vec[top, torch.arange(k)])
+    return lam.clamp(min=0), vec
+
+
 class KLRoot:
-    """Karhunen-Loeve: ``L = V_k diag(sqrt(lam_k))`` over the ``k`` leading modes of the dense
-    covariance; ``latent_shape = (k,)``.
+    """Karhunen-Loeve: ``L = V_k diag(sqrt(lam_k))`` over the ``k`` leading modes of the
+    covariance; ``latent_shape = (k,)``. All modes come from a dense eigendecomposition;
+    fewer than all on a grid of more than `LANCZOS_MIN_CELLS` cells come from Lanczos
+    iterations (`_leading_modes`), and ``eigenvalues`` then holds those ``k`` only (the
+    explained variance is taken against the trace, ``N std^2``).
 
     Raises:
         ValueError: ``num_modes`` not an integer in ``[1, N]``.
@@ -34,12 +67,17 @@ class KLRoot:
             num_modes = n
         if isinstance(num_modes, bool) or not isinstance(num_modes, int) or not 1 <= num_modes <= n:
             raise ValueError(f"num_modes must be an integer in [1, {n}], got {num_modes!r}")
-        lam, vec = torch.linalg.eigh(covariance())
-        lam, vec = lam.flip(0).clamp(min=0), vec.flip(1)
+        if num_modes < n and n > LANCZOS_MIN_CELLS:
+            lam, vec = _leading_modes(field, grid, covariance, num_modes)
+            total = n * field.std**2
+        else:
+            lam, vec = torch.linalg.eigh(covariance())
+            lam, vec = lam.flip(0).clamp(min=0), vec.flip(1)
+            total = float(lam.sum())
         self.grid = grid
         self.num_modes = num_modes
         self.eigenvalues = lam
-        self.explained_variance = float(lam[:num_modes].sum() / lam.sum())
+        self.explained_variance = float(lam[:num_modes].sum() / total)
         self.embedding_info = None
         self.sqrt_lam = lam[:num_modes].sqrt().to(dtype)
         self.modes = vec[:, :num_modes].to(dtype)
