@@ -87,10 +87,13 @@ def test_a_subdomain_without_sensors_warns_and_is_prior_only(problem):
     sensors = PointSensors(problem.grid, problem.sensors.xy[keep])
     part = Partition(problem.grid, 4, 1, overlap=0)
     local = GaussianFieldPrior(Grid(4, 16, lx=0.25, ly=1.0), num_modes=10, **FIELD)
-    with pytest.warns(PriorOnlyWarning, match=r"subdomain 3 .* holds no sensor"):
+    with pytest.warns(PriorOnlyWarning) as caught:
         dd = Decomposition.prepare(
             part, local, problem.flow, sensors, problem.data[keep], 0.01, interface=QUICK
         )
+    said = [str(w.message) for w in caught]
+    assert len(said) == 2 and all("holds no sensor" in m for m in said)
+    assert said[0].startswith("subdomain 2 ") and said[1].startswith("subdomain 3 ")
     posterior, _ = build_local(dd.specs[3])
     z = torch.randn(5, posterior.latent_dim, dtype=torch.float64)
     ll = posterior.log_likelihood(z)
@@ -126,3 +129,24 @@ def test_bad_interface_settings_are_refused():
         InterfaceSettings(target_fraction=0)
     with pytest.raises(ValueError, match="max_points must be an integer >= 0"):
         InterfaceSettings(max_points=-1)
+
+
+def test_one_prior_per_subdomain(problem):
+    local = problem.prior.grid
+    priors = [
+        GaussianFieldPrior(local, num_modes=10 + k, **{**FIELD, "mean": 0.1 * k}) for k in range(4)
+    ]
+    dd = Decomposition.prepare(
+        problem.partition, priors, problem.flow, problem.sensors, problem.data, 0.01,
+        interface=QUICK,
+    )  # fmt: skip
+    for k, spec in enumerate(dd.specs):
+        posterior, _ = build_local(spec)
+        assert posterior.latent_dim == 10 + k
+        z = torch.zeros(1, 10 + k, dtype=torch.float64)
+        expected = torch.full((1, 10, 10), 0.1 * k, dtype=torch.float64)
+        torch.testing.assert_close(posterior.decode(z), expected)
+    with pytest.raises(ValueError, match=r"expected one local prior or 4 \(one per subdomain\)"):
+        Decomposition.prepare(
+            problem.partition, priors[:3], problem.flow, problem.sensors, problem.data, 0.01
+        )

@@ -48,10 +48,22 @@ def test_a_patch_generator_round_trips_its_config_and_writes_a_dataset(tmp_path)
     assert tuple(data.fields.shape) == (6, 8, 8)
 
 
+def test_patches_at_one_position_are_that_block_of_each_source_field():
+    source = _source()
+    patches = PatchField(source, 12, 8, per_field=1, at=(20, 3))
+    got = patches.sample(3, torch.Generator().manual_seed(6), torch.float64)
+    fields = source.sample(3, torch.Generator().manual_seed(6), torch.float64)
+    torch.testing.assert_close(got, fields[:, 3:11, 20:32], rtol=0, atol=0)
+    again = generator_from_config(patches.config())
+    assert again.at == (20, 3) and again.config() == patches.config()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"nx": 40, "ny": 8}, r"a patch of 8 x 40 cells does not fit .* 32 x 32"),
+        ({"nx": 8, "ny": 8, "per_field": 1, "at": (25, 0)}, r"0 <= ix <= 24"),
+        ({"nx": 8, "ny": 8, "at": (0, 0)}, "takes per_field = 1"),
         ({"nx": 0, "ny": 8}, "patch nx must be a positive integer, got 0"),
         ({"nx": 8, "ny": 8, "per_field": 1.5}, "patch per_field must be a positive integer"),
     ],

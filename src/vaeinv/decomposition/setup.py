@@ -78,7 +78,7 @@ class Decomposition:
     def prepare(
         cls,
         partition: Partition,
-        prior: str,
+        prior,
         flow: DarcyFlow,
         sensors: PointSensors,
         data,
@@ -104,8 +104,8 @@ class Decomposition:
 
         Args:
             partition: the partition of the global grid.
-            prior: the local prior, or its name or folder (loaded in each task); its grid must
-                have the subdomains' cells.
+            prior: the local prior, or its name or folder (loaded in each task), or a list of
+                them, one per subdomain; a prior's grid must have its subdomain's cells.
             flow: the global Darcy problem (its boundary conditions, source and wells).
             sensors: the global sensors.
             data: ``(m,)`` the observations.
@@ -121,10 +121,17 @@ class Decomposition:
         from ..priors import Prior
 
         settings = interface or InterfaceSettings()
-        local_prior = Prior.load(prior) if isinstance(prior, str) else prior
-        name = str(getattr(local_prior, "name", prior))
-        for s in partition.subdomains:
-            s.check_prior(local_prior)
+        given = list(prior) if isinstance(prior, list | tuple) else [prior] * len(partition)
+        if len(given) != len(partition):
+            raise ValueError(
+                f"expected one local prior or {len(partition)} (one per subdomain), got "
+                f"{len(given)}"
+            )
+        loaded = {id(p): Prior.load(p) if isinstance(p, str) else p for p in given}
+        local_priors = [loaded[id(p)] for p in given]
+        for s, p in zip(partition.subdomains, local_priors, strict=True):
+            s.check_prior(p)
+        names = list(dict.fromkeys(str(getattr(p, "name", "custom")) for p in local_priors))
         for what, grid in (("flow", flow.grid), ("sensors", sensors.grid)):
             if grid != partition.grid:
                 raise ValueError(f"the {what} grid {grid} differs from the partition's grid")
@@ -148,16 +155,16 @@ class Decomposition:
                     stacklevel=2,
                 )
         gp = InterfaceGP(xy, y, sd**2, fit_steps=settings.fit_steps)
-        source = prior if isinstance(prior, str) else local_prior
-        prep = _Preparation(partition, source, local_prior, flow, xy, y, sd, index, solver)
+        sources = [g if isinstance(g, str) else p for g, p in zip(given, local_priors, strict=True)]
+        prep = _Preparation(partition, sources, local_priors, flow, xy, y, sd, index, solver)
         truth_t = None if truth is None else torch.as_tensor(truth, dtype=torch.float64)
         prep.truth = truth_t
-        mean_field = local_prior.decode(
-            torch.zeros(local_prior.latent_dim, dtype=torch.float64)
-        ).detach()
-        references = [mean_field] * len(partition)
+        references = [
+            p.decode(torch.zeros(p.latent_dim, dtype=torch.float64)).detach().to(torch.float64)
+            for p in local_priors
+        ]
         info = {
-            "local_prior": name,
+            "local_prior": names[0] if len(names) == 1 else names,
             "gp_length_scale": gp.length_scale,
             "gp_variance": gp.kernel_variance,
             "gp_sensors": gp.num_points,
@@ -195,8 +202,8 @@ class Decomposition:
 class _Preparation:
     """The pieces `Decomposition.prepare` builds the local problems from."""
 
-    def __init__(self, partition, source, prior, flow, xy, y, sd, index, solver):
-        self.partition, self.name, self.prior, self.flow = partition, source, prior, flow
+    def __init__(self, partition, sources, priors, flow, xy, y, sd, index, solver):
+        self.partition, self.sources, self.priors, self.flow = partition, sources, priors, flow
         self.xy, self.y, self.sd, self.index, self.solver = xy, y, sd, index, solver
         self.truth = None
         g = partition.grid
@@ -219,7 +226,7 @@ class _Preparation:
             origin = np.asarray(s.grid.origin)
             spec = LocalSpec(
                 index=s.index,
-                prior=self.name,
+                prior=self.sources[s.index],
                 grid=(s.grid.nx, s.grid.ny, s.grid.lx, s.grid.ly),
                 dirichlet=dirichlet,
                 interfaces=s.interfaces,
@@ -247,7 +254,7 @@ class _Preparation:
 
         fields = []
         for spec in specs:
-            posterior, _ = build_local(spec, self.prior)
+            posterior, _ = build_local(spec, self.priors[spec.index])
             gen = torch.Generator().manual_seed(spec.index)
             starts = torch.randn(4, posterior.latent_dim, generator=gen, dtype=torch.float64)
             starts[0] = 0.0

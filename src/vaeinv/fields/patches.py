@@ -4,7 +4,9 @@ of subdomain-sized fields for domain-decomposed inversion).
 ``PatchField(source, nx, ny, per_field)`` draws global fields from ``source`` and cuts
 ``per_field`` patches of ``ny x nx`` cells from each at uniformly random positions. For a
 stationary source every patch has the law of the field on any subdomain of that size, which is
-why one local prior can serve every subdomain. The patches live on a grid of their own
+why one local prior can serve every subdomain. ``at = (ix, iy)`` cuts every patch at that one
+position instead (its lower-left cell), one patch per source field: the training data of a
+prior for one subdomain of a non-stationary field. The patches live on a grid of their own
 (``nx * dx`` by ``ny * dy``, origin at 0), the cells the same size as the source's.
 """
 
@@ -30,7 +32,8 @@ class PatchField:
         source: a field generator (its ``grid`` at least ``ny x nx`` cells).
         nx, ny: the patch's cells along x and y.
         per_field: patches cut from each source field, ``>= 1`` (more is cheaper, but the
-            patches of one field are correlated).
+            patches of one field are correlated); must be 1 with ``at``.
+        at: ``(ix, iy)``, the lower-left cell of every patch, or ``None`` (random positions).
 
     Raises:
         ValueError: a patch larger than the source's grid, or bad sizes.
@@ -42,6 +45,7 @@ class PatchField:
     nx: int
     ny: int
     per_field: int = 4
+    at: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         grid = getattr(self.source, "grid", None)
@@ -56,6 +60,19 @@ class PatchField:
                 f"a patch of {self.ny} x {self.nx} cells does not fit in the source's grid of "
                 f"{grid.ny} x {grid.nx} cells"
             )
+        if self.at is not None:
+            at = tuple(self.at)
+            ok = len(at) == 2 and all(isinstance(a, int) and not isinstance(a, bool) for a in at)
+            if not ok or not (0 <= at[0] <= grid.nx - self.nx and 0 <= at[1] <= grid.ny - self.ny):
+                raise ValueError(
+                    f"patch at = {self.at!r} must be [ix, iy] with 0 <= ix <= {grid.nx - self.nx} "
+                    f"and 0 <= iy <= {grid.ny - self.ny} (the patch inside the source's grid)"
+                )
+            if self.per_field != 1:
+                raise ValueError(
+                    f"a patch at one position takes per_field = 1, got {self.per_field}"
+                )
+            object.__setattr__(self, "at", at)
 
     @property
     def grid(self) -> Grid:
@@ -72,8 +89,12 @@ class PatchField:
         m = math.ceil(n / self.per_field)
         fields = self.source.sample(m, gen, dtype, device)
         g = self.source.grid
-        ix = torch.randint(0, g.nx - self.nx + 1, (m, self.per_field), generator=gen)
-        iy = torch.randint(0, g.ny - self.ny + 1, (m, self.per_field), generator=gen)
+        if self.at is None:
+            ix = torch.randint(0, g.nx - self.nx + 1, (m, self.per_field), generator=gen)
+            iy = torch.randint(0, g.ny - self.ny + 1, (m, self.per_field), generator=gen)
+        else:
+            ix = torch.full((m, 1), self.at[0])
+            iy = torch.full((m, 1), self.at[1])
         patches = [
             fields[i, y : y + self.ny, x : x + self.nx]
             for i in range(m)
@@ -82,27 +103,33 @@ class PatchField:
         return torch.stack(patches[:n])
 
     def config(self) -> dict[str, Any]:
-        """``{"kind": "patches", "source": source.config(), "nx", "ny", "per_field"}``."""
-        return {
+        """``{"kind": "patches", "source": source.config(), "nx", "ny", "per_field"}`` (and
+        ``"at"`` when set)."""
+        out = {
             "kind": self.kind,
             "source": self.source.config(),
             "nx": self.nx,
             "ny": self.ny,
             "per_field": self.per_field,
         }
+        if self.at is not None:
+            out["at"] = list(self.at)
+        return out
 
     @classmethod
     def from_config(cls, config) -> PatchField:
         """Rebuild from `config`'s dict (the source from its own config)."""
         from .registry import generator_from_config
 
-        unknown = sorted(set(config) - {"kind", "source", "nx", "ny", "per_field"})
+        unknown = sorted(set(config) - {"kind", "source", "nx", "ny", "per_field", "at"})
         if unknown:
             raise ValueError(
                 f"unknown key(s) {unknown} for generator 'patches'; expected source, nx, ny, "
-                "per_field"
+                "per_field, at"
             )
         if "source" not in config:
             raise ValueError("generator 'patches' needs source = { kind = ..., grid = ... }")
         source = generator_from_config(config["source"])
-        return cls(source, config.get("nx"), config.get("ny"), config.get("per_field", 4))
+        at = config.get("at")
+        per_field = config.get("per_field", 4 if at is None else 1)
+        return cls(source, config.get("nx"), config.get("ny"), per_field, at)

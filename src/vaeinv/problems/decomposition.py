@@ -4,7 +4,8 @@
 [decomposition]
 parts = [2, 2]               # subdomains along x and y; each must divide the grid
 overlap = 8                  # cells added on each interface side of a core
-prior = "gaussian-patch72"   # the local prior (a name or a folder next to problem.toml)
+prior = "gaussian-patch72"   # the local prior (a name or a folder next to problem.toml), or
+                             # a list of them, one per subdomain (row by row from lower left)
 solver = "auto"              # the local Darcy solver
 
 [decomposition.interface]    # the interface model (vaeinv.decomposition.InterfaceSettings)
@@ -40,7 +41,7 @@ class DecompositionSpec:
 
     parts: tuple[int, int]
     overlap: int
-    prior: str
+    prior: str | tuple[str, ...]
     solver: str = "auto"
     interface: dict[str, Any] = field(default_factory=dict)
 
@@ -58,7 +59,7 @@ class DecompositionSpec:
             raise ValueError(f"problem {problem.name!r} has no data file")
         return Decomposition.prepare(
             self.partition(problem.grid),
-            self.prior,
+            self.prior if isinstance(self.prior, str) else list(self.prior),
             problem.build_physics(),
             problem.build_sensors(),
             problem.data.numpy(),
@@ -69,7 +70,8 @@ class DecompositionSpec:
         )
 
     def config(self) -> dict[str, Any]:
-        out = {"parts": list(self.parts), "overlap": self.overlap, "prior": self.prior}
+        prior = self.prior if isinstance(self.prior, str) else list(self.prior)
+        out = {"parts": list(self.parts), "overlap": self.overlap, "prior": prior}
         if self.solver != "auto":
             out["solver"] = self.solver
         if self.interface:
@@ -97,15 +99,24 @@ def parse_decomposition(raw: dict, grid, folder: Path) -> DecompositionSpec | No
         raise ValueError(f"{where} parts must be [nx_parts, ny_parts] (integers), got {parts!r}")
     overlap = table.get("overlap", 0)
     prior = _require(table, "prior", where)
-    if not isinstance(prior, str) or not prior:
-        raise ValueError(f"{where} prior must be a local prior's name or folder, got {prior!r}")
-    local = folder / prior
-    prior = str(local.resolve()) if local.exists() else prior
+    names = prior if isinstance(prior, list) else [prior]
+    if not names or not all(isinstance(p, str) and p for p in names):
+        raise ValueError(
+            f"{where} prior must be a local prior's name or folder, or a list of them (one per "
+            f"subdomain), got {prior!r}"
+        )
+    names = [str((folder / p).resolve()) if (folder / p).exists() else p for p in names]
     solver = table.get("solver", "auto")
     interface = dict(_check_keys(table.get("interface", {}), _INTERFACE_KEYS, f"{where} interface"))
     from ..decomposition import InterfaceSettings
 
     InterfaceSettings(**interface)  # its checks, now
+    prior = names[0] if isinstance(prior, str) else tuple(names)
     spec = DecompositionSpec((parts[0], parts[1]), overlap, prior, solver, interface)
-    spec.partition(grid)  # the partition's checks, now
+    partition = spec.partition(grid)  # the partition's checks, now
+    if not isinstance(prior, str) and len(prior) != len(partition):
+        raise ValueError(
+            f"{where} prior lists {len(prior)} priors for {len(partition)} subdomains; give one "
+            "for all or one per subdomain"
+        )
     return spec

@@ -16,7 +16,9 @@ Attributes: the run's (seed, method, ...), the preparation's (`Decomposition.inf
 per subdomain (``forward_solves_subdomain``, ...), and the seams: the mean over draws of the RMS
 jump across the cores' faces relative to the RMS jump across all faces, for the gathered
 fields (each cell from its core) and for the blended ones (``seam_ratio_gathered``,
-``seam_ratio_blended``; about 1 when no seam shows).
+``seam_ratio_blended``; about 1 when no seam shows), and, when the truth is known, the RMS
+error of the posterior mean's differences across those faces against the truth's
+(``seam_error_gathered``, ``seam_error_blended``, `vaeinv.blending.seam_error`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..blending import PoissonBlend
+from ..blending import PoissonBlend, seam_error
 from .inference_data import from_groups
 
 if TYPE_CHECKING:  # built through inference_data, the one module that imports arviz
@@ -160,6 +162,11 @@ def decomposed_inference_data(
         seam_ratio_gathered=seam_ratio(part, gathered.double()),
         seam_ratio_blended=seam_ratio(part, blended.double()),
     )
+    if decomposition.truth is not None:  # the posterior means' seams against the truth's
+        lead = tuple(range(blended.dim() - 2))
+        for name, fields in (("gathered", gathered), ("blended", blended)):
+            mean = fields.double().mean(lead)
+            run[f"seam_error_{name}"] = seam_error(part, mean, decomposition.truth)
     xy, y, sd = _sensors(decomposition)
     groups = {
         "posterior": post,
