@@ -84,7 +84,7 @@ def test_face_pressures_make_local_solves_reproduce_the_global_one(problem):
     problem (global boundary conditions on its other sides) has the global solution."""
     dd = Decomposition.prepare(
         problem.partition, problem.prior, problem.flow, problem.sensors, problem.data, 0.01,
-        interface=InterfaceSettings(pilot=False, fit_steps=0),
+        interface=InterfaceSettings(pilot_rounds=0, fit_steps=0),
     )  # fmt: skip
     for s, spec in zip(problem.partition.subdomains, dd.specs, strict=True):
         faces = face_pressures(problem.truth, problem.pressure, s)
@@ -102,7 +102,7 @@ def test_zero_interface_variance_gives_the_global_likelihood_restricted(problem)
     noisy = problem.data + sd * torch.randn(problem.data.shape, generator=gen, dtype=torch.float64)
     dd = Decomposition.prepare(
         problem.partition, problem.prior, problem.flow, problem.sensors, noisy, sd,
-        interface=InterfaceSettings(pilot=False, fit_steps=0),
+        interface=InterfaceSettings(pilot_rounds=0, fit_steps=0),
     )  # fmt: skip
     clean = problem.sensors(problem.pressure[None])[0]
     for s, spec in zip(problem.partition.subdomains, dd.specs, strict=True):
@@ -120,3 +120,22 @@ def test_zero_interface_variance_gives_the_global_likelihood_restricted(problem)
         r = (noisy[idx] - clean[idx]) / sd
         expected = float((-0.5 * r**2 - np.log(sd) - 0.5 * np.log(2 * np.pi)).sum())
         assert abs(float(local[0]) - expected) < 1e-9 * abs(expected)
+
+
+def test_a_smooth_error_field_is_not_averaged_away():
+    """Observing ``f + e`` at points far from the sensors, with ``e`` an error field of
+    variance ``v`` and the kernel's correlation: the variance of ``f`` there is exactly
+    ``s v / (s + v)`` (``s`` the kernel variance), however many points; with independent
+    errors it falls below."""
+    gen = torch.Generator().manual_seed(9)
+    xy = torch.rand(20, 2, generator=gen, dtype=torch.float64)
+    gp = InterfaceGP(xy, torch.sin(4 * xy[:, 0]), 1e-4, fit_steps=0, length_scale=0.3)
+    s, v = gp.kernel_variance, 0.5 * gp.kernel_variance
+    line = torch.stack([torch.full((12,), 30.0), torch.linspace(0, 1, 12)], 1).double()
+    smooth = gp.with_points(line, torch.zeros(12), v, correlated=True)
+    _, var = smooth.predict(line, full_cov=False)
+    torch.testing.assert_close(var, torch.full_like(var, s * v / (s + v)), rtol=1e-5, atol=0)
+    _, independent = gp.with_points(line, torch.zeros(12), v).predict(line, full_cov=False)
+    assert float(independent.max()) < 0.8 * s * v / (s + v)
+    with pytest.raises(ValueError, match="one variance for all of them"):
+        smooth.with_points(line[:1] + 0.5, [0.0], 2 * v, correlated=True)

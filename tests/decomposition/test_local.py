@@ -34,7 +34,7 @@ def problem():
     return manufactured()
 
 
-QUICK = InterfaceSettings(pilot=False, fit_steps=20)
+QUICK = InterfaceSettings(pilot_rounds=0, fit_steps=20)
 
 
 def _prepare(problem, noise=0.01, **kwargs):

@@ -18,7 +18,9 @@ Conditioning after the fit uses each observation's own variance, so that observa
 kinds can join the sensors: [`refine_interfaces`][vaeinv.decomposition.interface.
 refine_interfaces] adds, one at a time, the interface point of largest predictive variance with
 the pressure a global solve gives there, until the largest variance on the interfaces falls
-under a set fraction of the noise variance (active learning).
+under a set fraction of the noise variance (active learning). The errors of one global solve
+of an estimated field are not independent from point to point: they can be given as one smooth
+error field (``correlated=True``), which many points along an interface cannot average away.
 
 [`face_pressures`][vaeinv.decomposition.interface.face_pressures] gives, from a global solve,
 the pressure on a subdomain's interface faces that makes the local two-point flux equal the
@@ -111,7 +113,9 @@ class InterfaceGP:
         extent = float((x.max(0).values - x.min(0).values).max())
         scale = extent / 5 if length_scale is None else float(length_scale)
         self.kernel = self._fit(x, residual, var, fit_steps, lr, scale)
-        self.xy, self.values, self.variance = x, y, var
+        self.xy, self.values, self.noise = x, y, torch.diag(var)
+        self._correlated: list[int] = []
+        self._correlated_variance: float | None = None
         self._factor()
 
     @staticmethod
@@ -145,8 +149,18 @@ class InterfaceGP:
 
     def _factor(self) -> None:
         with torch.no_grad():
-            gram = self._k(self.xy) + torch.diag(self.variance)
-            self._chol = torch.linalg.cholesky(gram)
+            gram = self._k(self.xy) + self.noise
+            scale = float(gram.diagonal().max())
+            # a relative jitter, grown until the factorisation succeeds: points of a smooth
+            # (correlated) error field close together make the matrix nearly singular
+            for jitter in (1e-12, 1e-10, 1e-8, 1e-6):
+                eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+                chol, info = torch.linalg.cholesky_ex(gram + jitter * scale * eye)
+                if int(info) == 0:
+                    break
+            else:
+                raise ValueError("the interface GP's covariance is not positive definite")
+            self._chol = chol
             residual = self.values - self._design(self.xy) @ self.trend
             self._alpha = torch.cholesky_solve(residual[:, None], self._chol)[:, 0]
 
@@ -173,18 +187,42 @@ class InterfaceGP:
         with pyro.settings.context(module_local_params=True):
             return float(self.kernel.variance.detach())
 
-    def with_points(self, xy, values, variance) -> InterfaceGP:
-        """A copy conditioned on more observations (the kernel and the plane kept)."""
+    def with_points(self, xy, values, variance, *, correlated: bool = False) -> InterfaceGP:
+        """A copy conditioned on more observations (the kernel and the plane kept).
+
+        Args:
+            xy: ``(m, 2)`` their points.
+            values: ``(m,)`` their values.
+            variance: ``(m,)`` or a scalar, their error variance, ``> 0``.
+            correlated: their errors are one smooth field, ``variance`` times the kernel's
+                correlation, shared with every point added before with ``correlated=True``
+                (the errors of one pilot solve, which averaging many points cannot remove);
+                ``variance`` is then one number for all of them. Otherwise independent.
+        """
         x = _as64(xy, "xy").reshape(-1, 2)
-        y = _as64(values, "values", (x.shape[0],))
-        var = _as64(variance, "variance").expand(x.shape[0])
+        m, n0 = x.shape[0], self.num_points
+        y = _as64(values, "values", (m,))
+        var = _as64(variance, "variance").expand(m)
         if bool((var <= 0).any()):
             raise ValueError(f"observation variances must be > 0, got min {float(var.min())}")
         out = object.__new__(InterfaceGP)
         out.trend, out.kernel = self.trend, self.kernel
-        out.xy = torch.cat([self.xy, x])
-        out.values = torch.cat([self.values, y])
-        out.variance = torch.cat([self.variance, var])
+        out.xy, out.values = torch.cat([self.xy, x]), torch.cat([self.values, y])
+        out.noise = torch.zeros(n0 + m, n0 + m, dtype=torch.float64)
+        out.noise[:n0, :n0] = self.noise
+        out._correlated, out._correlated_variance = list(self._correlated), None
+        if correlated:
+            v = float(var[0])
+            if bool((var != v).any()) or self._correlated_variance not in (None, v):
+                raise ValueError("correlated observations take one variance for all of them")
+            out._correlated += list(range(n0, n0 + m))
+            out._correlated_variance = v
+            idx = torch.tensor(out._correlated)
+            rho = out._k(out.xy[idx]) / out.kernel_variance
+            out.noise[idx[:, None], idx[None, :]] = v * rho
+        else:
+            out._correlated_variance = self._correlated_variance
+            out.noise[n0:, n0:] = torch.diag(var)
         out._factor()
         return out
 
@@ -211,6 +249,7 @@ def refine_interfaces(
     *,
     target_variance: float,
     max_points: int,
+    correlated: bool = False,
 ) -> tuple[InterfaceGP, list[int], list[float]]:
     """Active learning of the interface pressure: add the candidate of largest predictive
     variance, with its value, until the largest variance is under ``target_variance`` or
@@ -223,6 +262,7 @@ def refine_interfaces(
         variance: ``(n,)`` or a scalar, the variance of those values as observations, ``> 0``.
         target_variance: stop when every candidate's predictive variance is below it.
         max_points: the most points added.
+        correlated: the values' errors are one smooth field (`InterfaceGP.with_points`).
 
     Returns:
         ``(refined model, indices added, largest variance before each addition and at the
@@ -241,5 +281,8 @@ def refine_interfaces(
         history.append(float(pv[worst]))
         if pv[worst] < target_variance or len(added) >= max_points:
             return gp, added, history
-        gp = gp.with_points(x[worst : worst + 1], y[worst : worst + 1], var[worst : worst + 1])
+        gp = gp.with_points(
+            x[worst : worst + 1], y[worst : worst + 1], var[worst : worst + 1],
+            correlated=correlated,
+        )  # fmt: skip
         added.append(worst)

@@ -28,21 +28,23 @@ class InterfaceSettings:
 
     Attributes:
         fit_steps: Adam steps of the GP's marginal-likelihood fit.
-        pilot: refine the GP with a global solve of a pilot field (the blended local MAPs).
+        pilot_rounds: global solves of a pilot field (the blended local MAPs) that refine the
+            GP, each round's MAPs under the previous round's model (``0``: the sensors only).
         target_fraction: active learning stops when the largest predictive variance on the
             interfaces is under this fraction of the mean noise variance.
-        max_points: the most interface points added.
-        map_steps: Adam steps of each local MAP (then 3 Gauss-Newton steps).
+        max_points: the most interface points added per round.
+        map_steps: Adam steps of each local MAP (then 3 Gauss-Newton steps); later rounds
+            start from the previous MAP with half as many.
     """
 
     fit_steps: int = 150
-    pilot: bool = True
+    pilot_rounds: int = 2
     target_fraction: float = 0.5
     max_points: int = 64
     map_steps: int = 150
 
     def __post_init__(self) -> None:
-        for name in ("fit_steps", "max_points", "map_steps"):
+        for name in ("fit_steps", "pilot_rounds", "max_points", "map_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"interface {name} must be an integer >= 0, got {value!r}")
@@ -95,12 +97,13 @@ class Decomposition:
         2. The interface GP fitted to the sensors' data
            ([`InterfaceGP`][vaeinv.decomposition.interface.InterfaceGP]); local problems with
            its mean on the interfaces and ``H`` at the prior's mean field.
-        3. With ``interface.pilot``: each local MAP (a Laplace fit), Poisson-blended into a
-           pilot global field, solved once globally; the interface points of largest
-           predictive variance are added with the pilot's face pressures as observations of
-           variance ``max(sensor noise variance, the pilot's mean squared misfit at the
-           sensors)``, until the variance target or ``max_points``; ``H`` is then taken at
-           each local MAP.
+        3. ``interface.pilot_rounds`` times: each local MAP (a Laplace fit), Poisson-blended
+           into a pilot global field, solved once globally; the sensor-only GP gets the
+           interface points of largest predictive variance with the pilot's face pressures
+           as observations whose errors are one smooth field of variance
+           ``max(sensor noise variance, the pilot's mean squared misfit at the sensors)``,
+           until the variance target or ``max_points``; ``H`` is then taken at each local
+           MAP, and the next round's MAPs use this model.
 
         Args:
             partition: the partition of the global grid.
@@ -172,29 +175,26 @@ class Decomposition:
             "local_solves": 0,
         }
         specs = prep.specs(gp, references)
-        if settings.pilot:
-            references, pilot = prep.local_maps(specs, settings.map_steps, info)
+        maps = None
+        for _ in range(settings.pilot_rounds):
+            references, pilot, maps = prep.local_maps(specs, settings.map_steps, info, maps)
             p = flow.solve(pilot[None].to(torch.float64))[0].detach()
             info["global_solves"] += 1
             misfit = float(np.mean((sensors(p[None])[0].numpy() - y) ** 2))
             candidates, values = prep.pilot_interfaces(pilot, p)
             pilot_var = max(float(np.mean(sd**2)), misfit)
-            gp, added, history = refine_interfaces(
-                gp,
-                candidates,
-                values,
-                pilot_var,
+            refined, added, history = refine_interfaces(
+                gp, candidates, values, pilot_var,
                 target_variance=settings.target_fraction * float(np.mean(sd**2)),
-                max_points=settings.max_points,
-            )
+                max_points=settings.max_points, correlated=True,
+            )  # fmt: skip
+            info.setdefault("pilot_misfit_rms", []).append(misfit**0.5)
             info.update(
-                pilot_misfit_rms=misfit**0.5,
-                pilot_variance=pilot_var,
                 interface_points_added=len(added),
                 interface_max_sd_before=history[0] ** 0.5,
                 interface_max_sd_after=history[-1] ** 0.5,
             )
-            specs = prep.specs(gp, references)
+            specs = prep.specs(refined, references)
         info["local_solves"] += len(partition)  # the factorisations behind H
         return cls(partition, specs, index, info, truth_t)
 
@@ -247,21 +247,27 @@ class _Preparation:
             out.append(spec)
         return out
 
-    def local_maps(self, specs, steps: int, info: dict):
-        """Each subdomain's MAP field, and their Poisson blend (the pilot field)."""
+    def local_maps(self, specs, steps: int, info: dict, previous=None):
+        """Each subdomain's MAP field, their Poisson blend (the pilot field) and the MAP
+        latents; from ``previous`` latents (with half the steps) when given."""
         from ..approx.laplace import laplace_approximation
         from ..blending import PoissonBlend
 
-        fields = []
+        fields, latents = [], []
         for spec in specs:
             posterior, _ = build_local(spec, self.priors[spec.index])
-            gen = torch.Generator().manual_seed(spec.index)
-            starts = torch.randn(4, posterior.latent_dim, generator=gen, dtype=torch.float64)
-            starts[0] = 0.0
-            fit = laplace_approximation(posterior, starts, steps=steps, newton_steps=3)
+            if previous is None:
+                gen = torch.Generator().manual_seed(spec.index)
+                starts = torch.randn(4, posterior.latent_dim, generator=gen, dtype=torch.float64)
+                starts[0] = 0.0
+                fit = laplace_approximation(posterior, starts, steps=steps, newton_steps=3)
+            else:
+                start = previous[spec.index][None]
+                fit = laplace_approximation(posterior, start, steps=steps // 2, newton_steps=3)
             info["local_solves"] += fit.num_evaluations
+            latents.append(fit.mean)
             fields.append(posterior.decode(fit.mean[None])[0].detach().to(torch.float64))
-        return fields, PoissonBlend(self.partition)(fields)
+        return fields, PoissonBlend(self.partition)(fields), latents
 
     def pilot_interfaces(self, pilot: torch.Tensor, pressure: torch.Tensor):
         """The interface points of every subdomain (each once) and the pilot's pressure there."""

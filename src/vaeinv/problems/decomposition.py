@@ -9,7 +9,7 @@ prior = "gaussian-patch72"   # the local prior (a name or a folder next to probl
 solver = "auto"              # the local Darcy solver
 
 [decomposition.interface]    # the interface model (vaeinv.decomposition.InterfaceSettings)
-pilot = true
+pilot_rounds = 2
 target_fraction = 0.5
 max_points = 64
 fit_steps = 150
@@ -32,7 +32,7 @@ from ._checks import _check_keys, _require
 __all__ = ["DecompositionSpec", "parse_decomposition"]
 
 _KEYS = ("parts", "overlap", "prior", "solver", "interface")
-_INTERFACE_KEYS = ("pilot", "target_fraction", "max_points", "fit_steps", "map_steps")
+_INTERFACE_KEYS = ("pilot_rounds", "target_fraction", "max_points", "fit_steps", "map_steps")
 
 
 @dataclass(frozen=True)
