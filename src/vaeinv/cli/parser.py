@@ -364,13 +364,8 @@ def _add_inversion_commands(sub) -> None:
 
 def _add_worker_options(inv) -> None:
     """``invert``'s options for running the chains in groups on Dask workers."""
-    inv.add_argument(
-        "--global",
-        dest="global_run",
-        action="store_true",
-        help="on a problem with a [decomposition] table: sample its [prior] on the whole grid "
-        "instead of the subdomains",
-    )
+    inv.add_argument("--global", dest="global_run", action="store_true", help="on a problem "
+                     "with a [decomposition] table: its [prior] on the whole grid")  # fmt: skip
     inv.add_argument(
         "--workers",
         type=int,

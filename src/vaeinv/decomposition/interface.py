@@ -1,8 +1,9 @@
 """The unknown pressure on the subdomains' interfaces, modelled by a Gaussian process.
 
 A subdomain's Darcy problem needs a pressure on every side that faces another subdomain. It is
-not known: it depends on the permeability everywhere. [`InterfaceGP`][vaeinv.decomposition.
-interface.InterfaceGP] models the global pressure ``p(x, y)`` as
+not known: it depends on the permeability everywhere.
+[`InterfaceGP`][vaeinv.decomposition.interface.InterfaceGP] models the global pressure
+``p(x, y)`` as
 
     p(x) = a + b x + c y + r(x),    r ~ GP(0, Matern-3/2),
 
@@ -15,8 +16,9 @@ interface points is the local problems' Dirichlet data; its predictive covarianc
 local likelihoods (`vaeinv.decomposition.local`).
 
 Conditioning after the fit uses each observation's own variance, so that observations of other
-kinds can join the sensors: [`refine_interfaces`][vaeinv.decomposition.interface.
-refine_interfaces] adds, one at a time, the interface point of largest predictive variance with
+kinds can join the sensors:
+[`refine_interfaces`][vaeinv.decomposition.interface.refine_interfaces] adds, one at a time,
+the interface point of largest predictive variance with
 the pressure a global solve gives there, until the largest variance on the interfaces falls
 under a set fraction of the noise variance (active learning). The errors of one global solve
 of an estimated field are not independent from point to point: they can be given as one smooth

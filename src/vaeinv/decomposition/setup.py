@@ -138,25 +138,7 @@ class Decomposition:
         for what, grid in (("flow", flow.grid), ("sensors", sensors.grid)):
             if grid != partition.grid:
                 raise ValueError(f"the {what} grid {grid} differs from the partition's grid")
-        y = np.asarray(data, dtype=np.float64).reshape(-1)
-        sd = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), y.shape).copy()
-        if y.shape[0] != sensors.num_sensors or not np.all(np.isfinite(y)):
-            raise ValueError(
-                f"data must be {sensors.num_sensors} finite values (one per sensor), "
-                f"got shape {y.shape}"
-            )
-        if not np.all(sd > 0):
-            raise ValueError(f"noise_std must be > 0, got min {sd.min()}")
-        xy = sensors.xy.numpy()
-        index = partition.sensors_in(xy)
-        for s, idx in zip(partition.subdomains, index, strict=True):
-            if idx.size == 0:
-                warnings.warn(
-                    f"subdomain {s.index} ({s.grid.domain}) holds no sensor: its local "
-                    "posterior is its prior",
-                    PriorOnlyWarning,
-                    stacklevel=2,
-                )
+        y, sd, xy, index = _observations(partition, sensors, data, noise_std)
         gp = InterfaceGP(xy, y, sd**2, fit_steps=settings.fit_steps)
         sources = [g if isinstance(g, str) else p for g, p in zip(given, local_priors, strict=True)]
         prep = _Preparation(partition, sources, local_priors, flow, xy, y, sd, index, solver)
@@ -175,26 +157,7 @@ class Decomposition:
             "local_solves": 0,
         }
         specs = prep.specs(gp, references)
-        maps = None
-        for _ in range(settings.pilot_rounds):
-            references, pilot, maps = prep.local_maps(specs, settings.map_steps, info, maps)
-            p = flow.solve(pilot[None].to(torch.float64))[0].detach()
-            info["global_solves"] += 1
-            misfit = float(np.mean((sensors(p[None])[0].numpy() - y) ** 2))
-            candidates, values = prep.pilot_interfaces(pilot, p)
-            pilot_var = max(float(np.mean(sd**2)), misfit)
-            refined, added, history = refine_interfaces(
-                gp, candidates, values, pilot_var,
-                target_variance=settings.target_fraction * float(np.mean(sd**2)),
-                max_points=settings.max_points, correlated=True,
-            )  # fmt: skip
-            info.setdefault("pilot_misfit_rms", []).append(misfit**0.5)
-            info.update(
-                interface_points_added=len(added),
-                interface_max_sd_before=history[0] ** 0.5,
-                interface_max_sd_after=history[-1] ** 0.5,
-            )
-            specs = prep.specs(refined, references)
+        specs = prep.pilot_rounds(specs, gp, settings, sensors, info)
         info["local_solves"] += len(partition)  # the factorisations behind H
         return cls(partition, specs, index, info, truth_t)
 
@@ -247,6 +210,33 @@ class _Preparation:
             out.append(spec)
         return out
 
+    def pilot_rounds(self, specs, gp: InterfaceGP, settings, sensors, info: dict):
+        """The local problems after ``settings.pilot_rounds`` pilot rounds (`prepare`'s step
+        3), from those of the sensor-only model ``gp``."""
+        flow, y, sd = self.flow, self.y, self.sd
+
+        maps = None
+        for _ in range(settings.pilot_rounds):
+            references, pilot, maps = self.local_maps(specs, settings.map_steps, info, maps)
+            p = flow.solve(pilot[None].to(torch.float64))[0].detach()
+            info["global_solves"] += 1
+            misfit = float(np.mean((sensors(p[None])[0].numpy() - y) ** 2))
+            candidates, values = self.pilot_interfaces(pilot, p)
+            pilot_var = max(float(np.mean(sd**2)), misfit)
+            refined, added, history = refine_interfaces(
+                gp, candidates, values, pilot_var,
+                target_variance=settings.target_fraction * float(np.mean(sd**2)),
+                max_points=settings.max_points, correlated=True,
+            )  # fmt: skip
+            info.setdefault("pilot_misfit_rms", []).append(misfit**0.5)
+            info.update(
+                interface_points_added=len(added),
+                interface_max_sd_before=history[0] ** 0.5,
+                interface_max_sd_after=history[-1] ** 0.5,
+            )
+            specs = self.specs(refined, references)
+        return specs
+
     def local_maps(self, specs, steps: int, info: dict, previous=None):
         """Each subdomain's MAP field, their Poisson blend (the pilot field) and the MAP
         latents; from ``previous`` latents (with half the steps) when given."""
@@ -281,6 +271,31 @@ class _Preparation:
         _, first = np.unique(np.round(xy, 12), axis=0, return_index=True)
         first = np.sort(first)
         return xy[first], v[first]
+
+
+def _observations(partition: Partition, sensors: PointSensors, data, noise_std):
+    """The checked data and noise, the sensors' points, and each subdomain's sensors (a
+    subdomain with none warns)."""
+    y = np.asarray(data, dtype=np.float64).reshape(-1)
+    sd = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), y.shape).copy()
+    if y.shape[0] != sensors.num_sensors or not np.all(np.isfinite(y)):
+        raise ValueError(
+            f"data must be {sensors.num_sensors} finite values (one per sensor), "
+            f"got shape {y.shape}"
+        )
+    if not np.all(sd > 0):
+        raise ValueError(f"noise_std must be > 0, got min {sd.min()}")
+    xy = sensors.xy.numpy()
+    index = partition.sensors_in(xy)
+    for s, idx in zip(partition.subdomains, index, strict=True):
+        if idx.size == 0:
+            warnings.warn(
+                f"subdomain {s.index} ({s.grid.domain}) holds no sensor: its local "
+                "posterior is its prior",
+                PriorOnlyWarning,
+                stacklevel=2,
+            )
+    return y, sd, xy, index
 
 
 def _on_side(subdomain, side: str, partition: Partition) -> bool:
