@@ -137,6 +137,8 @@ def test_only_chains_is_refused_for_a_decomposed_run(tiny, capsys):
         ("overlap = 4", "overlap = 8", "overlap 8 is as wide as a subdomain's core"),
         ("parts = [2, 2]", "parts = 2", r"parts must be \[nx_parts, ny_parts\]"),
         ("max_points = 8", "max_points = 8\nfoo = 1", "unknown key 'foo'"),
+        ('prior = "local"', 'prior = ["local", "local"]', "lists 2 priors for 4 subdomains"),
+        ("max_points = 8", "max_points = -1", "max_points must be an integer >= 0"),
     ],
 )
 def test_bad_decomposition_tables_are_refused(tiny, tmp_path, capsys, old, new, match):
