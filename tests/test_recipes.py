@@ -44,14 +44,15 @@ def test_shipped_recipes_are_valid():
     recipes = sorted(folder.glob("*/recipe.toml"))
     from vaeinv.priors.multiscale_recipe import is_multiscale_recipe, load_multiscale_recipe
 
-    names = {"gaussian64", "channel64", "gaussian16-64", "channel16-32-64"}
+    names = {"gaussian64", "channel64", "gaussian16-64", "channel16-32-64", "gaussian-patch72"}
     assert {r.parent.name for r in recipes} >= names
     for path in recipes:
         multiscale = is_multiscale_recipe(path)
         recipe = (load_multiscale_recipe if multiscale else load_recipe)(path)
         assert recipe.name == path.parent.name
         vae = recipe.levels[-1][0] if multiscale else recipe.vae
-        assert vae.latent_dim == 256  # 16 x 16, as in MDGM
+        # a latent map of a quarter of the grid's side: 16 x 16 for 64 x 64 cells, as in MDGM
+        assert vae.latent_dim == (vae.ny // 4) * (vae.nx // 4)
         if multiscale:  # the coarsest level: 16 x 16 cells, a 4 x 4 latent map (MDGM's)
             assert recipe.levels[0][0].latent_dim == 16
 

@@ -30,7 +30,8 @@ class PatchField:
 
     Args:
         source: a field generator (its ``grid`` at least ``ny x nx`` cells).
-        nx, ny: the patch's cells along x and y.
+        nx: the patch's cells along x.
+        ny: the patch's cells along y.
         per_field: patches cut from each source field, ``>= 1`` (more is cheaper, but the
             patches of one field are correlated); must be 1 with ``at``.
         at: ``(ix, iy)``, the lower-left cell of every patch, or ``None`` (random positions).
