@@ -198,12 +198,7 @@ def invert(args) -> int:
                 posterior, method, progress=not args.no_progress, **run, **inputs
             )
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue with: vaeinv invert {args.problem} --out {out} --resume "
-            "(and the same options)",
-            file=sys.stderr,
-        )
-        return 130
+        return interrupted(args, out)
     save(idata, out)
     shutil.rmtree(checkpoint, ignore_errors=True)
     stats = idata.sample_stats
@@ -216,6 +211,23 @@ def invert(args) -> int:
         f"next: vaeinv report {out}"
     )
     return 0
+
+
+def interrupted(args, out) -> int:
+    """What ``invert`` says and returns when interrupted."""
+    print(
+        f"\ninterrupted; continue with: vaeinv invert {args.problem} --out {out} --resume "
+        "(and the same options)",
+        file=sys.stderr,
+    )
+    return 130
+
+
+def where_tasks_run(args) -> str:
+    """Where ``--workers`` / ``--scheduler`` put a run's tasks, in words."""
+    if args.scheduler:
+        return f"the Dask scheduler at {args.scheduler}"
+    return f"{args.workers} local Dask worker(s)" if args.workers else "this process"
 
 
 def _distributed(args) -> bool:
@@ -235,14 +247,7 @@ def _sample_on_workers(args, method: str, run: dict):
     ([`sample_distributed`][vaeinv.runs.distributed.sample_distributed])."""
     from ..runs.distributed import problem_builder, sample_distributed
 
-    where = (
-        f"the Dask scheduler at {args.scheduler}"
-        if args.scheduler
-        else f"{args.workers} local Dask worker(s)"
-        if args.workers
-        else "this process"
-    )
-    print(f"chains in groups on {where}")
+    print(f"chains in groups on {where_tasks_run(args)}")
 
     def done(group: int, idata) -> None:
         chains = [int(c) for c in idata.posterior["chain"].values]

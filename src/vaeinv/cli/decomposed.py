@@ -4,7 +4,6 @@ prepared, every subdomain and chain group sampled (here or on Dask), the draws b
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ def invert_decomposed(args, problem, settings: dict, options: dict) -> int:
     from ..decomposition.run import sample_decomposed
     from ..results import save
     from ..runs.thinning import resolve_thin
+    from .commands import interrupted, where_tasks_run
 
     if "chains" in settings:
         raise ValueError(
@@ -52,13 +52,7 @@ def invert_decomposed(args, problem, settings: dict, options: dict) -> int:
         f"({info['global_solves']} global solve(s), {info['local_solves']} local solves, "
         f"{time.perf_counter() - start:.1f} s)"
     )
-    where = (
-        f"the Dask scheduler at {args.scheduler}"
-        if args.scheduler
-        else f"{args.workers} local Dask worker(s)"
-        if args.workers
-        else "this process"
-    )
+    where = where_tasks_run(args)
     print(
         f"{settings['method']} in each subdomain, {settings['num_chains']} chains x "
         f"({settings['num_warmup']} warm-up + {settings['num_draws']}) iterations, thin {thin}, "
@@ -78,12 +72,7 @@ def invert_decomposed(args, problem, settings: dict, options: dict) -> int:
             attrs=problem.attrs(), **run, **options,
         )  # fmt: skip
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue with: vaeinv invert {args.problem} --out {out} --resume "
-            "(and the same options)",
-            file=sys.stderr,
-        )
-        return 130
+        return interrupted(args, out)
     save(idata, out)
     shutil.rmtree(checkpoint, ignore_errors=True)
     acceptance = idata.sample_stats["acceptance_rate"].mean(("chain", "draw")).values
