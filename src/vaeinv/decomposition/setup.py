@@ -117,10 +117,24 @@ class Decomposition:
             interface: the interface model's settings.
             solver: the local Darcy solver.
 
+        The preparation runs with one torch thread (restored after), so that the local
+        problems' numbers do not depend on the calling process's threads or load.
+
         Raises:
             ValueError: a prior whose grid differs from a subdomain's, subdomains of different
                 sizes, a flow or sensors on another grid, bad data or noise.
         """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the same bits in every process, whatever its load
+        try:
+            return cls._prepare(
+                partition, prior, flow, sensors, data, noise_std, truth, interface, solver
+            )
+        finally:
+            torch.set_num_threads(threads)
+
+    @classmethod
+    def _prepare(cls, partition, prior, flow, sensors, data, noise_std, truth, interface, solver):
         from ..priors import Prior
 
         settings = interface or InterfaceSettings()
