@@ -193,7 +193,7 @@ class _Preparation:
             mean, cov = gp.predict(points) if len(points) else (torch.zeros(0), torch.zeros(0, 0))
             dirichlet, start = {}, 0
             for side, values in self.flow.setup.dirichlet.items():
-                if side not in s.interfaces and _on_side(s, side, self.partition):
+                if side not in s.interfaces:  # a side that faces no subdomain is global
                     along = s.rows if side in ("left", "right") else s.cols
                     dirichlet[side] = values[along]
             for side in s.interfaces:
@@ -310,17 +310,6 @@ def _observations(partition: Partition, sensors: PointSensors, data, noise_std):
                 stacklevel=2,
             )
     return y, sd, xy, index
-
-
-def _on_side(subdomain, side: str, partition: Partition) -> bool:
-    """Whether ``side`` of ``subdomain`` lies on the global boundary."""
-    px, py = subdomain.part
-    return {
-        "left": px == 0,
-        "right": px == partition.nx_parts - 1,
-        "bottom": py == 0,
-        "top": py == partition.ny_parts - 1,
-    }[side]
 
 
 def _replace(spec: LocalSpec, **changes) -> LocalSpec:

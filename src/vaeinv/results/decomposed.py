@@ -183,10 +183,12 @@ def subdomain_diagnostics(idata) -> list[dict[str, Any]]:
     """Per subdomain, [`diagnostics`][vaeinv.results.inference_data.diagnostics] of its own
     latents and statistics (``max_rhat_latent``, ``min_ess_bulk_latent``,
     ``acceptance_rate``, ...), with its ``forward_solves``."""
+    import json
+
     from .inference_data import diagnostics
 
     solves = idata.attrs.get("forward_solves_subdomain", "[]")
-    solves = [int(v) for v in str(solves).strip("[]").split(",") if v.strip()]
+    solves = json.loads(solves) if isinstance(solves, str) else list(solves)
     out = []
     for k in range(int(idata.posterior.sizes["subdomain"])):
         one = diagnostics(idata.isel(subdomain=k))
