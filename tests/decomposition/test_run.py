@@ -20,6 +20,7 @@ from vaeinv.runs.sampling import sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import killing_prior
 from manufactured import manufactured
 
 RUN = {"num_chains": 2, "num_warmup": 40, "num_draws": 30, "seed": 5}
@@ -111,7 +112,26 @@ def test_local_runs_of_other_shapes_are_refused(decomposition, run):
 
 
 @pytest.mark.slow
-def test_two_dask_workers_give_the_draws_of_one_process(decomposition, run):
+def test_two_dask_workers_give_the_draws_of_one_process_even_when_one_is_lost(
+    decomposition, run, tmp_path
+):
+    """The same draws on two workers, and on two workers one of which dies while taking up
+    subdomain 2's task (the scheduler runs it again elsewhere, with its own seed)."""
+    import dataclasses
+
+    import cloudpickle
+
     on_dask = sample_decomposed(decomposition, "pcn", workers=2, **RUN)
     np.testing.assert_array_equal(on_dask.posterior["z"].values, run.posterior["z"].values)
     np.testing.assert_array_equal(on_dask.posterior["log_k"].values, run.posterior["log_k"].values)
+    cloudpickle.register_pickle_by_value(killing_prior)
+    marker = tmp_path / "killed"
+    specs = list(decomposition.specs)
+    specs[2] = dataclasses.replace(
+        specs[2], prior=killing_prior.KillingPrior(specs[2].prior, str(marker))
+    )
+    flaky = dataclasses.replace(decomposition, specs=specs)
+    survived = sample_decomposed(flaky, "pcn", workers=2, **RUN)
+    assert marker.exists()  # a worker was lost
+    np.testing.assert_array_equal(survived.posterior["z"].values, run.posterior["z"].values)
+    assert survived.attrs["forward_solves"] == run.attrs["forward_solves"]
