@@ -109,8 +109,12 @@ class InterfaceGP:
         if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
             raise ValueError(f"fit_steps must be an integer >= 0, got {fit_steps!r}")
         design = torch.cat([torch.ones(n, 1, dtype=torch.float64), x], dim=1)
-        w = 1.0 / var.sqrt()
-        self.trend = torch.linalg.lstsq(design * w[:, None], y * w).solution
+        # the normal equations of the weighted fit (3 x 3): LAPACK's least-squares drivers
+        # give last bits that depend on where the arrays sit in memory
+        weighted = design / var[:, None]
+        normal = design.T @ weighted
+        self.trend = torch.cholesky_solve((weighted.T @ y)[:, None], torch.linalg.cholesky(normal))
+        self.trend = self.trend[:, 0]
         residual = y - design @ self.trend
         extent = float((x.max(0).values - x.min(0).values).max())
         scale = extent / 5 if length_scale is None else float(length_scale)
