@@ -1,25 +1,33 @@
-"""Poisson blending of local fields into one global field (Pérez, Gangnet & Blake 2003,
-"Poisson image editing"; the gradient-domain mosaics of image stitching).
+"""Poisson blending of local fields into one global field on the overlaps (Pérez, Gangnet &
+Blake 2003, "Poisson image editing"; the gradient-domain mosaics of image stitching).
 
 Local fields of a [`Partition`][vaeinv.partition.Partition] (local posterior draws, say) agree
 only roughly where subdomains overlap; taking each cell from one subdomain
 ([`Partition.gather`][vaeinv.partition.Partition.gather]) leaves a seam wherever two neighbours
-disagree. The blend keeps what each local field says about *differences* between neighbouring
-cells and lets the values follow: it is the global field ``f`` that minimises
+disagree. The blend changes only the overlaps, the cells that two or more subdomains hold
+(``Omega``): every other cell keeps the value of the one subdomain that holds it, and inside
+``Omega`` the field keeps what the local fields say about *differences* between neighbouring
+cells. It is the field ``f``, equal to the gathered one outside ``Omega``, that minimises
 
-    sum over faces (i, j) of  (f_j - f_i - g_ij)^2,
+    sum over faces (i, j) with a cell in Omega of  (f_j - f_i - g_ij)^2,
 
 ``g_ij`` the guidance difference across the face: the mean of ``u_j - u_i`` over the local
-fields ``u`` that hold both cells (every face has one when the overlap is at least one cell;
-with no overlap, a face between two cores takes the gathered field's difference, seam and all).
-The minimiser solves the graph Poisson equation ``L f = D^T g`` (``D`` the face-difference
-matrix, ``L = D^T D`` the Neumann Laplacian); its constant is fixed by giving ``f`` the mean of
-the gathered field. Where the local fields are restrictions of one global field the guidance
-is that field's own differences and the blend returns it exactly; elsewhere the disagreement
-is spread smoothly over the whole overlap instead of sitting on a line.
+fields ``u`` that hold both cells (every such face has one). The minimiser solves the graph
+Poisson equation on ``Omega`` with the gathered values on its edge as Dirichlet data,
+``L_OO f_O = D_O^T (g - D_K f_K)`` (``D`` the face-difference matrix, ``O`` the overlap cells,
+``K`` the others). Where the local fields are restrictions of one global field the guidance is
+that field's own differences and the blend returns it exactly. Where two neighbours disagree
+by a constant, the blend moves from one value to the other harmonically across the overlap
+instead of jumping on a line, and keeps each subdomain's own values elsewhere.
 
-The Laplacian (one node pinned, so that it is positive definite) is factorised once per
-partition with SciPy's sparse LU and reused for every draw.
+Why on the overlaps only. A blend of the guidance over the whole grid, its constant fixed by
+the mean, would also remove seams, but it keeps no local field's *level*: the level of each
+region is then the guidance integrated from far away, and the small errors of every local
+gradient add up along the way. The local posteriors determine their levels from their data;
+the blend on the overlaps keeps them.
+
+The overlaps' Laplacian is factorised once per partition with SciPy's sparse LU and reused
+for every draw. With no overlap there is nothing to blend: the blend is the gathered field.
 """
 
 from __future__ import annotations
@@ -62,9 +70,17 @@ class PoissonBlend:
         f = len(self.faces)
         rows = np.repeat(np.arange(f), 2)
         vals = np.tile([-1.0, 1.0], f)
-        self.D = sp.csr_matrix((vals, (rows, self.faces.ravel())), shape=(f, ny * nx))
-        laplacian = (self.D.T @ self.D).tocsc()
-        self._solve = spla.splu(laplacian[1:, 1:]).solve  # node 0 pinned
+        d = sp.csr_matrix((vals, (rows, self.faces.ravel())), shape=(f, ny * nx))
+        shared = partition.copies().numpy().ravel() > 1
+        self.overlap_cells = np.flatnonzero(shared)
+        self.kept_cells = np.flatnonzero(~shared)
+        self.blend_faces = np.flatnonzero(shared[self.faces].any(1))
+        d = d[self.blend_faces].tocsc()
+        self._d_overlap = d[:, self.overlap_cells].tocsr()
+        self._d_kept = d[:, self.kept_cells].tocsr()
+        if self.overlap_cells.size:
+            laplacian = (self._d_overlap.T @ self._d_overlap).tocsc()
+            self._solve = spla.splu(laplacian).solve
         self._holders = self._face_holders()
 
     def _face_holders(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -84,37 +100,30 @@ class PoissonBlend:
         return out
 
     def guidance(self, fields) -> np.ndarray:
-        """``(F, B)`` float64: each face's guidance difference for each of ``B`` fields."""
-        part = self.partition
-        part.check_local_fields(fields)
+        """``(F, B)`` float64: the guidance difference of each face with a cell in an overlap
+        (``blend_faces``), for each of ``B`` fields."""
+        self.partition.check_local_fields(fields)
         flat = [
             f.detach().reshape(-1, f.shape[-2] * f.shape[-1]).cpu().double().numpy().T
             for f in fields
         ]
-        b = flat[0].shape[1]
-        total = np.zeros((len(self.faces), b))
+        total = np.zeros((len(self.faces), flat[0].shape[1]))
         count = np.zeros(len(self.faces))
         for (faces, i, j), u in zip(self._holders, flat, strict=True):
             total[faces] += u[j] - u[i]
             count[faces] += 1
-        orphan = count == 0
-        if orphan.any():  # no overlap: the gathered field's own difference
-            g = _columns(part.gather(list(fields)))
-            a, c = self.faces[orphan, 0], self.faces[orphan, 1]
-            total[orphan] = g[c] - g[a]
-            count[orphan] = 1
-        return total / count[:, None]
+        return total[self.blend_faces] / count[self.blend_faces, None]
 
     def __call__(self, fields) -> torch.Tensor:
         part = self.partition
-        g = self.guidance(fields)
-        rhs = np.asarray(self.D.T @ g)
-        f = np.zeros_like(rhs)
-        f[1:] = self._solve(rhs[1:])
         gathered = part.gather(list(fields))
+        if not self.overlap_cells.size:
+            return gathered
+        g = self.guidance(fields)
         lead = gathered.shape[:-2]
-        target = _columns(gathered)
-        f += target.mean(0) - f.mean(0)
+        f = _columns(gathered)
+        rhs = self._d_overlap.T @ (g - self._d_kept @ f[self.kept_cells])
+        f[self.overlap_cells] = self._solve(np.asarray(rhs))
         out = torch.as_tensor(f.T.copy()).reshape(*lead, *part.grid.shape)
         return out.to(dtype=fields[0].dtype, device=fields[0].device)
 
