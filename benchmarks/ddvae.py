@@ -78,6 +78,7 @@ def run_decomposed(decomposition, prep_seconds: float, workers: int, args) -> tu
         "wall_s": wall + prep_seconds,
         "seam_ratio": (attrs["seam_ratio_gathered"], attrs["seam_ratio_blended"]),
         "seam_error": (attrs.get("seam_error_gathered"), attrs.get("seam_error_blended")),
+        "rel_l2": (attrs.get("rel_l2_gathered"), attrs.get("rel_l2_blended")),
     }
     return row, idata
 
@@ -187,6 +188,12 @@ def main(argv=None) -> list[dict]:
             rhat = np.round(r["subdomain_rhat"], 3).tolist()
             ess = np.round(r["subdomain_ess"], 0).tolist()
             print(f"{r['name']}: per-subdomain max R-hat {rhat}, min ESS {ess}")
+            if r["rel_l2"][0] is not None:
+                print(
+                    "  posterior mean rel. L2, gathered -> blended: {:.3f} -> {:.3f}".format(
+                        *r["rel_l2"]
+                    )
+                )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2, default=float)

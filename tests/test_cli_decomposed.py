@@ -103,6 +103,7 @@ def test_invert_samples_the_subdomains_and_report_draws_the_partition(finished, 
     assert main(["report", str(finished)]) == 0
     shown = capsys.readouterr().out
     assert "per subdomain" in shown and "| 3 |" in shown
+    assert re.search(r"posterior mean rel\. L2 \d\.\d{3} -> \d\.\d{3}", shown)
     folder = finished.with_name("run_report")
     assert (folder / "fields.png").is_file() and (folder / "traces.png").is_file()
 

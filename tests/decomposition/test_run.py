@@ -68,6 +68,25 @@ def test_each_subdomain_samples_its_own_posterior_with_a_derived_seed(decomposit
     np.testing.assert_array_equal(again.posterior["log_k"].values, run.posterior["log_k"].values)
 
 
+def test_the_posterior_means_errors_are_recorded_gathered_and_blended(decomposition, run):
+    from vaeinv.results import diagnostics
+
+    truth = decomposition.truth.numpy()
+    z = torch.as_tensor(run.posterior["z"].values)
+    local = []
+    for spec in decomposition.specs:
+        posterior, _ = build_local(spec)
+        local.append(posterior.decode(z[:, :, spec.index]).detach().double())
+    means = {
+        "gathered": decomposition.partition.gather(local).mean((0, 1)).numpy(),
+        "blended": run.posterior["log_k"].values.mean((0, 1)),
+    }
+    for name, mean in means.items():
+        error = np.linalg.norm(mean - truth) / np.linalg.norm(truth)
+        assert run.attrs[f"rel_l2_{name}"] == pytest.approx(error, rel=1e-9)
+    assert run.attrs["rel_l2_blended"] == pytest.approx(diagnostics(run)["rel_l2_error"], rel=1e-9)
+
+
 def test_chain_groups_give_the_draws_of_their_own_seeds(decomposition, run):
     grouped = sample_decomposed(decomposition, "pcn", groups=2, **RUN)
     assert grouped.posterior["z"].shape == run.posterior["z"].shape

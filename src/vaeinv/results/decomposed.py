@@ -18,7 +18,9 @@ jump across the cores' faces relative to the RMS jump across all faces, for the 
 fields (each cell from its core) and for the blended ones (``seam_ratio_gathered``,
 ``seam_ratio_blended``; about 1 when no seam shows), and, when the truth is known, the RMS
 error of the posterior mean's differences across those faces against the truth's
-(``seam_error_gathered``, ``seam_error_blended``, `vaeinv.blending.seam_error`).
+(``seam_error_gathered``, ``seam_error_blended``, `vaeinv.blending.seam_error`) and the
+relative L2 error of the posterior mean, gathered and blended (``rel_l2_gathered``,
+``rel_l2_blended``).
 """
 
 from __future__ import annotations
@@ -162,11 +164,13 @@ def decomposed_inference_data(
         seam_ratio_gathered=seam_ratio(part, gathered.double()),
         seam_ratio_blended=seam_ratio(part, blended.double()),
     )
-    if decomposition.truth is not None:  # the posterior means' seams against the truth's
+    if decomposition.truth is not None:  # the posterior means against the truth
         lead = tuple(range(blended.dim() - 2))
+        truth = decomposition.truth.double()
         for name, fields in (("gathered", gathered), ("blended", blended)):
             mean = fields.double().mean(lead)
-            run[f"seam_error_{name}"] = seam_error(part, mean, decomposition.truth)
+            run[f"seam_error_{name}"] = seam_error(part, mean, truth)
+            run[f"rel_l2_{name}"] = float((mean - truth).norm() / truth.norm())
     xy, y, sd = _sensors(decomposition)
     groups = {
         "posterior": post,
@@ -198,7 +202,9 @@ def subdomain_diagnostics(idata) -> list[dict[str, Any]]:
 
 
 def subdomain_table(idata) -> str:
-    """The per-subdomain diagnostics as a markdown table."""
+    """The per-subdomain diagnostics as a markdown table, and the blend's effect: the seam
+    ratio, and with a known truth the posterior mean's relative L2 error and seam error,
+    gathered -> blended."""
     lines = [
         "| subdomain | max R-hat, latents | min bulk ESS, latents | acceptance | local solves |",
         "|---:|---:|---:|---:|---:|",
@@ -208,4 +214,16 @@ def subdomain_table(idata) -> str:
             f"| {k} | {d['max_rhat_latent']:.4f} | {d['min_ess_bulk_latent']:.0f} | "
             f"{d['acceptance_rate']:.3f} | {d['forward_solves']} |"
         )
+    attrs = idata.attrs
+    blend = []
+    for key, label, spec in (
+        ("seam_ratio", "seam ratio", ".2f"),
+        ("rel_l2", "posterior mean rel. L2", ".3f"),
+        ("seam_error", "seam error", ".3f"),
+    ):
+        if f"{key}_gathered" in attrs and f"{key}_blended" in attrs:
+            gathered, blended = float(attrs[f"{key}_gathered"]), float(attrs[f"{key}_blended"])
+            blend.append(f"{label} {gathered:{spec}} -> {blended:{spec}}")
+    if blend:
+        lines += ["", "gathered -> blended: " + "; ".join(blend)]
     return "\n".join(lines) + "\n"
