@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from test_problems import write_tiny_problem
 from vaeinv import Grid, results
@@ -125,6 +126,43 @@ def test_global_samples_the_problem_prior_on_the_whole_grid(tiny):
     assert idata.posterior["z"].shape[-1] == 12
 
 
+def test_a_local_gaussian_field_prior_is_built_on_each_subdomains_cells(tiny, tmp_path):
+    """``[decomposition.prior]`` as a table: the Gaussian field on each subdomain's cells
+    (local Karhunen-Loeve expansions), whose decoded fields are the whole-grid field's
+    restrictions in distribution: the same pointwise mean and variance."""
+    from vaeinv.priors.gaussian_field import GaussianFieldPrior
+    from vaeinv.problems import load_problem
+
+    folder = tmp_path / "kl"
+    shutil.copytree(tiny, folder)
+    table = (
+        '[decomposition.prior]\nkind = "gaussian-field"\nmean = 1.0\nstd = 0.75\n'
+        "length_scale = 0.3\nnum_modes = 20\n"
+    )
+    toml = TOML.replace('prior = "local"\n', "").replace(
+        "[decomposition.interface]", table + "\n[decomposition.interface]"
+    )
+    (folder / "problem.toml").write_text(toml)
+    problem = load_problem(str(folder))
+    assert problem.decomposition.config()["prior"]["kind"] == "gaussian-field"
+    partition = problem.decomposition.partition(problem.grid)
+    priors = problem.decomposition.local_priors(partition)
+    assert len(priors) == 4 and all(p is priors[0] for p in priors)  # one size, built once
+    prior = priors[0]
+    assert isinstance(prior, GaussianFieldPrior) and prior.latent_dim == 20
+    assert prior.grid.same_cells(partition.subdomains[0].grid)
+    whole = GaussianFieldPrior(problem.grid, mean=1.0, std=0.75, length_scale=0.3)
+    s = partition.subdomains[3]
+    cov = whole.covariance_matrix().reshape(16, 16, 16, 16)[s.rows, s.cols][:, :, s.rows, s.cols]
+    local = prior.covariance_matrix().reshape(12, 12, 12, 12)
+    torch.testing.assert_close(local, cov, rtol=0, atol=1e-12)
+    out = tmp_path / "kl.nc"
+    assert main(["invert", str(folder), "--out", str(out), "--no-progress"]) == 0
+    idata = results.load(out)
+    assert idata.posterior["z"].shape == (2, 40, 4, 20)
+    assert "gaussian-field" in str(idata.attrs["local_prior"])
+
+
 def test_only_chains_is_refused_for_a_decomposed_run(tiny, capsys):
     out = tiny.parent / "part.nc"
     code = main(["invert", str(tiny), "--out", str(out), "--only-chains", "0"])
@@ -140,6 +178,12 @@ def test_only_chains_is_refused_for_a_decomposed_run(tiny, capsys):
         ("max_points = 8", "max_points = 8\nfoo = 1", "unknown key 'foo'"),
         ('prior = "local"', 'prior = ["local", "local"]', "lists 2 priors for 4 subdomains"),
         ("max_points = 8", "max_points = -1", "max_points must be an integer >= 0"),
+        ('prior = "local"', "prior = 3", "prior must be a local prior's name or folder"),
+        (
+            'prior = "local"',
+            'prior = { kind = "gaussian-field", std = 0.5, foo = 1 }',
+            r"unknown key 'foo' in \[decomposition\.prior\]",
+        ),
     ],
 )
 def test_bad_decomposition_tables_are_refused(tiny, tmp_path, capsys, old, new, match):
