@@ -60,6 +60,12 @@ def run_tasks(
         return out
     from dask.distributed import Client, LocalCluster, as_completed
 
+    # ArviZ writes a stamp file the first time it is imported on a new day, through one fixed
+    # temporary name: worker processes importing it at the same moment race on that file and
+    # one of them dies. Importing it here first writes today's stamp (for workers on this
+    # machine); a lost worker's task is retried in any case, with the same draws.
+    from ..results import inference_data  # noqa: F401
+
     cluster = None
     if scheduler is not None:
         try:
