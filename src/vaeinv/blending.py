@@ -84,8 +84,9 @@ class PoissonBlend:
         self._holders = self._face_holders()
 
     def _face_holders(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per subdomain: the faces it holds (both cells local) and their two local indices."""
-        gy, gx = np.divmod(self.faces, self.partition.grid.nx)  # (F, 2) each
+        """Per subdomain: the blend faces it holds (both cells local; positions in
+        ``blend_faces``) and their two local indices."""
+        gy, gx = np.divmod(self.faces[self.blend_faces], self.partition.grid.nx)  # (F, 2) each
         out = []
         for s in self.partition.subdomains:
             inside = (
@@ -107,12 +108,12 @@ class PoissonBlend:
             f.detach().reshape(-1, f.shape[-2] * f.shape[-1]).cpu().double().numpy().T
             for f in fields
         ]
-        total = np.zeros((len(self.faces), flat[0].shape[1]))
-        count = np.zeros(len(self.faces))
+        total = np.zeros((len(self.blend_faces), flat[0].shape[1]))
+        count = np.zeros(len(self.blend_faces))
         for (faces, i, j), u in zip(self._holders, flat, strict=True):
             total[faces] += u[j] - u[i]
             count[faces] += 1
-        return total[self.blend_faces] / count[self.blend_faces, None]
+        return total / count[:, None]
 
     def __call__(self, fields) -> torch.Tensor:
         part = self.partition

@@ -113,8 +113,8 @@ class InterfaceGP:
         # give last bits that depend on where the arrays sit in memory
         weighted = design / var[:, None]
         normal = design.T @ weighted
-        self.trend = torch.cholesky_solve((weighted.T @ y)[:, None], torch.linalg.cholesky(normal))
-        self.trend = self.trend[:, 0]
+        factor = torch.linalg.cholesky(normal)
+        self.trend = torch.cholesky_solve((weighted.T @ y)[:, None], factor)[:, 0]
         residual = y - design @ self.trend
         extent = float((x.max(0).values - x.min(0).values).max())
         scale = extent / 5 if length_scale is None else float(length_scale)
