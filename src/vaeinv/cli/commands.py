@@ -359,7 +359,7 @@ def report(args) -> int:
     from ..results.report import write_report
 
     _, idata, out = _result_and_output(args, "_report")
-    report = write_report(idata, out, diagnostics=diagnostics(idata))
+    report = write_report(idata, out, diagnostics=diagnostics(idata), result_path=args.file)
     print(report.table)
     print("wrote " + ", ".join(str(p) for p in report.files.values()))
     return 0

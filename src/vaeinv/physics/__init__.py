@@ -2,7 +2,7 @@
 reference, and sensors."""
 
 from .base import CallableForward, SensorReadings
-from .darcy import DarcyFlow, SolverError, SolverWarning
+from .darcy import DarcyFlow, SolverError, SolverWarning, noise_tied_rtol
 from .fipy_backend import DarcyFlowFiPy
 from .sensors import PointSensors
 
@@ -14,4 +14,5 @@ __all__ = [
     "SensorReadings",
     "SolverError",
     "SolverWarning",
+    "noise_tied_rtol",
 ]

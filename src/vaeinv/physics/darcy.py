@@ -22,9 +22,10 @@ import torch
 
 from ..grid import Grid
 from ._boundary import FlowSetup
-from ._linalg import BlockCholesky, FluxOperator, MultigridPCG, SolveInfo
+from ._linalg import BlockCholesky, FluxOperator, SolveInfo
+from ._multigrid import MultigridPCG
 
-__all__ = ["DarcyFlow", "SolverError", "SolverWarning"]
+__all__ = ["DarcyFlow", "SolverError", "SolverWarning", "noise_tied_rtol"]
 
 SolverName = Literal["auto", "direct", "multigrid"]
 _SOLVERS = ("auto", "direct", "multigrid")
@@ -35,6 +36,41 @@ _FAILURE_MODES = ("nan", "raise")
 DIRECT_MAX_SIDE = 32
 DIRECT_SMALL_BATCH_SIDE = 64
 DIRECT_SMALL_BATCH = 32
+
+
+#: The multigrid V-cycle's dtype (CG and its convergence test stay float64): float32 halves the
+#: memory traffic of the memory-bound V-cycle (``benchmarks/forward.py`` compares both).
+MULTIGRID_PRECISION = "single"
+#: ``noise_tied_rtol``: the pressure error allowed, as a fraction of the smallest noise sd.
+NOISE_FRACTION_OF_ERROR = 1e-3
+#: ``noise_tied_rtol``: a bound of the largest pressure error over the relative residual, both
+#: relative to their scale. Measured on Gaussian log k fields, 32^2 to 128^2: 2-14 for sd 1,
+#: 18-222 for sd 2, 7-735 for sd 3 (a contrast of 1e8), the largest for the shortest
+#: correlation lengths.
+RESIDUAL_TO_ERROR = 1000.0
+#: the loosest tolerance ``noise_tied_rtol`` gives.
+LOOSEST_RTOL = 1e-6
+#: the adjoint (gradient) tolerance of a problem's flow: the gradient to about 1e-3 relative.
+#: The samplers stay exact with it: a leapfrog or Gauss-Newton step only needs the gradient to
+#: be a deterministic function of the field, which a CG solve from zero is.
+GRADIENT_RTOL = 1e-3
+
+
+def noise_tied_rtol(noise_std, data) -> float:
+    """The multigrid tolerance for data with noise sd ``noise_std`` (a number or per datum).
+
+    The pressure error of a solve stopped at relative residual ``rtol`` is at most about
+    ``RESIDUAL_TO_ERROR * rtol * max|p|``; the tolerance keeps it below
+    ``NOISE_FRACTION_OF_ERROR`` times the smallest noise sd, so that a log-likelihood moves
+    by about ``1e-3`` nats per datum at most, far below anything a sampler can see:
+    ``rtol = 1e-3 min(sd) / (1000 max|data|)``, clipped to ``[1e-12, 1e-6]``.
+    """
+    sd = torch.as_tensor(noise_std, dtype=torch.float64)
+    scale = torch.as_tensor(data, dtype=torch.float64).abs().max()
+    if sd.numel() == 0 or not bool(torch.isfinite(sd).all() & (sd > 0).all() & (scale > 0)):
+        return 1e-10  # nothing to tie it to: DarcyFlow's default
+    rtol = NOISE_FRACTION_OF_ERROR * float(sd.min()) / (RESIDUAL_TO_ERROR * float(scale))
+    return min(max(rtol, 1e-12), LOOSEST_RTOL)
 
 
 class SolverError(RuntimeError):
@@ -61,8 +97,13 @@ class DarcyFlow:
             most 64 with fewer than 32 fields in the batch; multigrid otherwise and on GPUs
             (the crossovers measured in ``benchmarks/forward.py``).
         rtol: relative residual at which multigrid CG stops (default ``1e-10``, far below any
-            sensor noise); the direct solver reaches round-off.
+            sensor noise; a problem's posterior ties it to its noise with
+            [`noise_tied_rtol`][vaeinv.physics.darcy.noise_tied_rtol]); the direct solver
+            reaches round-off.
         max_iter: iteration cap of multigrid CG.
+        adjoint_rtol: the multigrid tolerance of the adjoint solve of a gradient (default:
+            ``rtol``). A problem's posterior uses ``GRADIENT_RTOL``: the gradient to about
+            1e-3 relative, for about half the adjoint's iterations.
         on_failure: what a failed solve does: ``"nan"`` (default) sets that field's pressure to
             NaN and warns with [`SolverWarning`][vaeinv.physics.SolverWarning] (a sampler
             counts it as a rejection);
@@ -82,6 +123,7 @@ class DarcyFlow:
         solver: SolverName = "auto",
         rtol: float = 1e-10,
         max_iter: int = 1000,
+        adjoint_rtol: float | None = None,
         on_failure: Literal["nan", "raise"] = "nan",
     ) -> None:
         if dirichlet is None:
@@ -91,6 +133,10 @@ class DarcyFlow:
             raise ValueError(f"unknown solver {solver!r}; expected one of {_SOLVERS}")
         if not (isinstance(rtol, float | int) and 0 < rtol < 1):
             raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
+        if adjoint_rtol is not None and not (
+            isinstance(adjoint_rtol, float | int) and 0 < adjoint_rtol < 1
+        ):
+            raise ValueError(f"adjoint_rtol must be None or in (0, 1), got {adjoint_rtol!r}")
         if not (isinstance(max_iter, int) and max_iter >= 1):
             raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
         if on_failure not in _FAILURE_MODES:
@@ -98,6 +144,7 @@ class DarcyFlow:
         self.grid = grid
         self.solver = solver
         self.rtol = float(rtol)
+        self.adjoint_rtol = self.rtol if adjoint_rtol is None else float(adjoint_rtol)
         self.max_iter = max_iter
         self.on_failure = on_failure
         self.last_info: SolveInfo | None = None
@@ -178,7 +225,12 @@ class DarcyFlow:
             if self.grid.nx > self.grid.ny:
                 return _Transposed(tx, ty)
             return BlockCholesky(FluxOperator(tx, ty))
-        return MultigridPCG(FluxOperator(tx, ty), rtol=self.rtol, max_iter=self.max_iter)
+        return MultigridPCG(
+            FluxOperator(tx, ty),
+            rtol=self.rtol,
+            max_iter=self.max_iter,
+            precision=MULTIGRID_PRECISION,
+        )
 
     def solve(self, log_k: torch.Tensor) -> torch.Tensor:
         """Cell-centre pressures for a batch of log-permeability fields.
@@ -295,7 +347,7 @@ class _Transposed:
     def __init__(self, tx, ty):
         self.inner = BlockCholesky(FluxOperator(ty.mT, tx.mT))
 
-    def solve(self, b):
+    def solve(self, b, rtol=None):
         x, info = self.inner.solve(b.mT.contiguous())
         return x.mT.contiguous(), info
 
@@ -326,7 +378,7 @@ class _AdjointSolve(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_p):
         log_k, p = ctx.saved_tensors
-        lam, info = ctx.solver.solve(grad_p.contiguous())
+        lam, info = ctx.solver.solve(grad_p.contiguous(), rtol=ctx.flow.adjoint_rtol)
         # a failed adjoint solve is reported like a failed forward solve; its gradient is NaN
         ctx.flow._report(info)
         lam = torch.where(info.converged[:, None, None], lam, torch.nan)

@@ -18,6 +18,8 @@ are errors)::
     dirichlet = { left = 0.0, right = 0.0 }  # fixed pressures; other sides are no-flow
     source = 3.0                             # optional, default 0
     solver = "auto"                          # optional: "auto" | "direct" | "multigrid"
+    rtol = "noise"                           # optional: multigrid tolerance, "noise" ties it
+                                             # to the data's noise (noise_tied_rtol) or a number
 
     [sensors]                                # exactly one of:
     lattice = 8                              # PointSensors.lattice(grid, 8)

@@ -59,9 +59,19 @@ def _physics(raw: dict, grid: Grid) -> PhysicsSpec:
         solver=_choice(
             table.get("solver", "auto"), "[physics] solver", ("auto", "direct", "multigrid")
         ),
+        rtol=_rtol(table.get("rtol", "noise")),
     )
     spec.build(grid)  # validates the set-up
     return spec
+
+
+def _rtol(value) -> float | None:
+    if value == "noise":
+        return None
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not (number and 0 < value < 1):
+        raise ValueError(f'[physics] rtol must be "noise" or a number in (0, 1), got {value!r}')
+    return float(value)
 
 
 def _sensors(raw: dict, grid: Grid, folder: Path) -> torch.Tensor:

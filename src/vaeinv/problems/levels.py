@@ -37,7 +37,7 @@ def _posterior(problem, level_prior, grid: Grid):
         truth = problem.truth if factor == (1, 1) else coarsen(problem.truth, factor)
     return Posterior(
         level_prior,
-        problem.physics.build(grid),
+        problem.build_physics(grid),
         PointSensors(grid, problem.sensors_xy),
         problem.data,
         noise,

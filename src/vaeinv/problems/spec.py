@@ -21,22 +21,33 @@ class PhysicsSpec:
         dirichlet: ``{side: pressure}``; sides not named are no-flow.
         source: the source term per unit area.
         solver: the [`DarcyFlow`][vaeinv.physics.DarcyFlow] solver.
+        rtol: the multigrid tolerance; ``None`` ties it to the data's noise when a posterior
+            is built ([`noise_tied_rtol`][vaeinv.physics.darcy.noise_tied_rtol]).
     """
 
     dirichlet: dict[str, float]
     source: float = 0.0
     solver: str = "auto"
+    rtol: float | None = None
 
-    def build(self, grid: Grid):
-        """The [`DarcyFlow`][vaeinv.physics.DarcyFlow] on ``grid``."""
+    def build(self, grid: Grid, rtol: float | None = None):
+        """The [`DarcyFlow`][vaeinv.physics.DarcyFlow] on ``grid``, with the spec's ``rtol``,
+        else ``rtol``, else DarcyFlow's default; with either, the gradient's adjoint solves
+        stop at ``GRADIENT_RTOL`` (or ``rtol`` if looser)."""
         from ..physics import DarcyFlow
+        from ..physics.darcy import GRADIENT_RTOL
 
+        tol = self.rtol if self.rtol is not None else rtol
+        extra = {} if tol is None else {"rtol": tol, "adjoint_rtol": max(tol, GRADIENT_RTOL)}
         return DarcyFlow(
-            grid, dirichlet=dict(self.dirichlet), source=self.source, solver=self.solver
+            grid, dirichlet=dict(self.dirichlet), source=self.source, solver=self.solver, **extra
         )
 
     def config(self) -> dict[str, Any]:
-        return {"dirichlet": dict(self.dirichlet), "source": self.source, "solver": self.solver}
+        out = {"dirichlet": dict(self.dirichlet), "source": self.source, "solver": self.solver}
+        if self.rtol is not None:
+            out["rtol"] = self.rtol
+        return out
 
 
 @dataclass(frozen=True)
@@ -186,9 +197,19 @@ class Problem:
     def num_sensors(self) -> int:
         return int(self.sensors_xy.shape[0])
 
-    def build_physics(self):
-        """A fresh [`DarcyFlow`][vaeinv.physics.DarcyFlow] for this problem."""
-        return self.physics.build(self.grid)
+    def build_physics(self, grid: Grid | None = None):
+        """A fresh [`DarcyFlow`][vaeinv.physics.DarcyFlow] for this problem (on ``grid``, by
+        default the problem's), its multigrid tolerance tied to the data's noise unless
+        ``[physics] rtol`` sets it."""
+        from ..physics import noise_tied_rtol
+
+        rtol = None
+        if self.data is not None:
+            noise = self.noise_std
+            if self.noise_kind == "relative" or noise is None:
+                noise = self.noise_fraction * self.data.abs()
+            rtol = noise_tied_rtol(noise, self.data)
+        return self.physics.build(self.grid if grid is None else grid, rtol)
 
     def build_sensors(self):
         """The [`PointSensors`][vaeinv.physics.PointSensors] of this problem."""
