@@ -10,7 +10,10 @@ Three tables, each over ``--batches`` (the number of fields, or of chains):
 * ``hmc``: a chunk of ``--steps`` batched-HMC iterations of the same posterior (identity mass,
   step size 0.2, trajectory length 1: 3-7 leapfrogs, each a decode, solve and gradient).
 
-Each row gives fields (or chain steps) per second, the peak memory (``torch.cuda``'s peak
+Each row gives fields (or chain steps) per second; for the samplers also the time of the same
+number of bare batched ``posterior.evaluate`` calls (decode + solve, + gradient for HMC) and the
+bookkeeping share, ``iteration / evaluations - 1`` (proposals, acceptance, the HMC tree's
+sampling, counters; the target is at most 10 %); the peak memory (``torch.cuda``'s peak
 allocation on a GPU; the growth of the process's peak resident size on the CPU, coarse) and the
 host-device synchronisations per call or per sampler step. Synchronisations are counted by a
 ``TorchDispatchMode`` that sees every operator: a read of a tensor's value by the host
@@ -172,7 +175,12 @@ def measure_chunk(kind: str, posterior, chains: int, steps: int, device, seed: i
     solves = (posterior.work.forward_solves - work0) / steps
     with SyncCounter() as sync:
         step(state)
+    # the evaluations alone: as many batched decode + solve (+ gradient) calls as a step makes
+    evaluations = solves / chains
+    grad = kind == "hmc"
+    eval_seconds = timed(lambda: posterior.evaluate(z0, grad=grad), device, 3) * evaluations
     return {
+        "eval_seconds": eval_seconds,
         "seconds": seconds,
         "solves": solves,
         "peak_mib": peak,
@@ -251,6 +259,8 @@ def main(argv=None) -> None:
             print(
                 f"| {kind} | {chains} | {1e3 * r['seconds']:.1f} | "
                 f"{chains / r['seconds']:.0f} | {r['solves'] / chains:.1f} | "
+                f"{1e3 * r['eval_seconds']:.1f} | "
+                f"{r['seconds'] / r['eval_seconds'] - 1:+.1%} | "
                 f"{r['peak_mib']:.0f} | {r['syncs']} ({ops}) |",
                 flush=True,
             )

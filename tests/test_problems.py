@@ -246,6 +246,8 @@ def test_prior_override_and_the_gaussian_field_prior(tiny):
         ('noise_kind = "absolute"', 'noise_kind = "both"', r"noise_kind must be one of"),
         ('format = "log_k"', 'format = "k"', r"\[truth\] format must be one of 'log_k', 'mdgm-k'"),
         ("[data]\n", "[observations]\n", r"unknown key 'observations' in problem file"),
+        ("source = 3.0", "source = 3.0\nrtol = 0", r"\[physics\] rtol must be \"noise\" or a"),
+        ("source = 3.0", 'source = 3.0\nrtol = "tight"', r"rtol must be \"noise\" or a number"),
     ],
 )
 def test_bad_problem_files_are_named(tiny, old, new, match):
@@ -428,3 +430,19 @@ def test_make_data_script_reproduces_every_shipped_data_file(capsys):
     for name in ("demo", "mdgm-gaussian", "mdgm-channel"):
         assert f"{name}: data.csv matches" in out
     assert "demo: truth truth.txt matches" in out
+
+
+def test_the_multigrid_tolerance_is_tied_to_the_noise_unless_set(tiny):
+    """By default the flow of a problem stops multigrid CG where the pressure error is a
+    thousandth of the smallest noise sd (noise_tied_rtol); [physics] rtol overrides it."""
+    from vaeinv.physics import noise_tied_rtol
+
+    problem = load_problem(tiny)
+    flow = problem.build_physics()
+    assert flow.rtol == noise_tied_rtol(problem.noise_std, problem.data)
+    assert flow.adjoint_rtol == max(flow.rtol, 1e-3)
+    assert problem.posterior().physics.rtol == flow.rtol
+    (tiny / "problem.toml").write_text(TINY.replace("source = 3.0", "source = 3.0\nrtol = 1e-9"))
+    problem = load_problem(tiny)
+    assert problem.build_physics().rtol == 1e-9
+    assert problem.physics.config()["rtol"] == 1e-9

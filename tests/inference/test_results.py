@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 
 from vaeinv import Grid, PointSensors, results
-from vaeinv.results.report import summary_table
+from vaeinv.results.report import convergence_verdict, summary_table
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -366,3 +366,29 @@ def test_arviz_functions_take_the_whole_result(rng, tmp_path):
             axes = az.plot_trace(data, var_names=["z"])
         assert axes.shape == (1, 2)
         plt.close("all")
+
+
+def test_the_verdict_holds_the_run_against_arviz_thresholds():
+    good = {
+        "max_rhat_latent": 1.004,
+        "max_rhat_field": 1.006,
+        "min_ess_bulk_latent": 900.0,
+        "min_ess_bulk_field": 700.0,
+        "min_ess_tail_latent": 800.0,
+        "min_ess_tail_field": 650.0,
+        "divergences": 0,
+    }
+    line = convergence_verdict(good, {"num_draws": 500}, "out/demo.nc")
+    assert line.startswith("converged: max R-hat 1.006 <= 1.01, min bulk ESS 700 >= 400")
+    assert "extend" not in line and "\n" not in line
+    short = dict(good, max_rhat_latent=1.06, min_ess_bulk_latent=100.0)
+    line = convergence_verdict(short, {"num_draws": 2000}, "out/demo.nc")
+    assert line.startswith("NOT converged: max R-hat 1.060 > 1.01, min bulk ESS 100 < 400")
+    # ESS grows with the draws: 4x the ESS needs 3x more draws, times 1.2
+    assert line.endswith("run longer: vaeinv extend out/demo.nc --draws 7200")
+    line = convergence_verdict(dict(good, max_rhat_field=1.02), {"num_draws": 500}, "r.nc")
+    assert "NOT converged: max R-hat 1.020 > 1.01" in line and "--draws 250" in line
+    line = convergence_verdict(dict(good, divergences=3), {"num_draws": 500}, "r.nc")
+    assert line.startswith("NOT converged: 3 divergences") and "target_accept=0.9" in line
+    nan = dict(good, max_rhat_latent=float("nan"), max_rhat_field=float("nan"))
+    assert convergence_verdict(nan, {}).startswith("converged: min bulk ESS 700")

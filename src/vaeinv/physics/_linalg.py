@@ -87,13 +87,22 @@ class FluxOperator:
         return out
 
     def dense(self) -> torch.Tensor:
-        """The assembled matrix, ``(B, ny*nx, ny*nx)``, cells numbered ``iy * nx + ix``."""
-        batch = self.tx.shape[0]
-        n = self.nx * self.ny
-        eye = torch.eye(n, dtype=self.tx.dtype, device=self.tx.device)
-        basis = eye.reshape(n, self.ny, self.nx)
-        cols = torch.stack([self.matvec(basis[None, k].expand(batch, -1, -1)) for k in range(n)])
-        return cols.reshape(n, batch, n).permute(1, 2, 0).contiguous()
+        """The assembled matrix, ``(B, ny*nx, ny*nx)``, cells numbered ``iy * nx + ix``
+        (differentiable: built from the transmissibilities by autograd-tracked operations)."""
+        batch, n = self.tx.shape[0], self.nx * self.ny
+        a = torch.diag_embed(self.diag.reshape(batch, n))
+        cells = torch.arange(n, device=self.tx.device).reshape(self.ny, self.nx)
+        couplings = (
+            (cells[:, :-1].reshape(-1), 1, self.txi),  # cell and its +x neighbour
+            (cells[:-1, :].reshape(-1), self.nx, self.tyi),  # cell and its +y neighbour
+        )
+        rows = torch.arange(batch, device=self.tx.device)[:, None]
+        for index, step, t in couplings:
+            if index.numel():
+                value = -t.reshape(batch, -1)
+                a = a.index_put((rows, index[None], index[None] + step), value)
+                a = a.index_put((rows, index[None] + step, index[None]), value)
+        return a
 
     def coarsen(self) -> FluxOperator:
         """The Galerkin coarse operator for 2 x 2 (or 2 x 1 on a single row/column) aggregates."""

@@ -13,8 +13,7 @@ is written to touch as little memory as possible:
 * a Gauss-Seidel half-sweep of one colour is one multiply and five fused multiply-adds, with
   the weights ``T_f / D_i`` of that colour's cells precomputed once per operator (zero on the
   other colour's cells), instead of a full residual per colour;
-* restriction and prolongation are reshapes over 2 x 2 blocks, with the over-corrected
-  prolongation added in place;
+* restriction is two strided additions, the over-corrected prolongation is added in place;
 * the V-cycle may run in float32 (``precision="single"``) while the CG iteration, its
   residuals and its convergence test stay in float64. The preconditioner is then not exactly
   linear, so the CG direction update uses the flexible (Polak-Ribiere) form
@@ -84,8 +83,9 @@ class _Level:
 
     def restrict(self, r: torch.Tensor) -> torch.Tensor:
         """Sums over the 2 x 2 aggregates (the transpose of the prolongation)."""
-        if self.even:
-            return r.unflatten(-1, (-1, 2)).unflatten(-3, (-1, 2)).sum((-3, -1))
+        if self.even:  # two strided adds: a strided reduction over 2 x 2 blocks is ~10 x slower
+            rows = r[..., 0::2, :] + r[..., 1::2, :]
+            return rows[..., 0::2] + rows[..., 1::2]
         if self.nx > 1:
             r = _sum_pairs(r, dim=-1)
         if self.ny > 1:

@@ -35,7 +35,7 @@ _FAILURE_MODES = ("nan", "raise")
 #: ``DIRECT_SMALL_BATCH`` fields: the crossovers measured by ``benchmarks/forward.py``.
 DIRECT_MAX_SIDE = 32
 DIRECT_SMALL_BATCH_SIDE = 64
-DIRECT_SMALL_BATCH = 32
+DIRECT_SMALL_BATCH = 4
 
 
 #: The multigrid V-cycle's dtype (CG and its convergence test stay float64): float32 halves the
