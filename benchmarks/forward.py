@@ -16,8 +16,10 @@ The candidates (``--candidates``):
 
 * ``direct``: ``DarcyFlow(solver="direct")``, the batched block-tridiagonal Cholesky;
 * ``multigrid``: ``DarcyFlow(solver="multigrid")`` as shipped (float32 V-cycle) at the
-  tolerance a problem with ``--noise`` relative noise gets (``noise_tied_rtol``);
-* ``multigrid-1e-10``: the same at ``rtol = 1e-10``, DarcyFlow's default for a standalone flow;
+  tolerances a problem with ``--noise`` relative noise gets (``noise_tied_rtol``, and
+  ``GRADIENT_RTOL`` for the gradient's adjoint solve);
+* ``multigrid-1e-10``: the same at ``rtol = 1e-10`` for the solve and the adjoint, DarcyFlow's
+  default for a standalone flow;
 * ``multigrid-double``: the float64 V-cycle at the noise-tied tolerance;
 * ``banded``: LAPACK's banded Cholesky (``dpbtrf``/``dpbtrs`` through SciPy) field by field, the
   band (half-width ``N``) of the natural ordering, in a thread per core: the sparse direct
@@ -154,7 +156,11 @@ def candidate_runs(name: str, grid, lk, rtol: float):
     kind = "auto" if name == "auto" else name.split("-")[0]
     tol = 1e-10 if name == "multigrid-1e-10" else rtol
     precision = "double" if name == "multigrid-double" else darcy.MULTIGRID_PRECISION
-    flow = DarcyFlow(grid, dirichlet=BOUNDARY, source=SOURCE, solver=kind, rtol=tol)
+    # a problem's flow: the noise-tied tolerance, gradients to GRADIENT_RTOL (see DarcyFlow)
+    adjoint = tol if name == "multigrid-1e-10" else max(tol, darcy.GRADIENT_RTOL)
+    flow = DarcyFlow(
+        grid, dirichlet=BOUNDARY, source=SOURCE, solver=kind, rtol=tol, adjoint_rtol=adjoint
+    )
 
     def with_precision(fn):
         def run():

@@ -84,9 +84,7 @@ def test_a_loose_adjoint_tolerance_gives_the_gradient_to_its_accuracy(generator)
     weights = torch.randn(2, 32, 32, generator=generator, dtype=torch.float64)
     grads = {}
     for adjoint in (1e-12, 1e-3):
-        flow = DarcyFlow(
-            grid, source=1.0, solver="multigrid", rtol=1e-12, adjoint_rtol=adjoint
-        )
+        flow = DarcyFlow(grid, source=1.0, solver="multigrid", rtol=1e-12, adjoint_rtol=adjoint)
         x = log_k.clone().requires_grad_()
         (flow.solve(x) * weights).sum().backward()
         grads[adjoint] = x.grad

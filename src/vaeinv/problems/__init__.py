@@ -46,15 +46,15 @@ are errors)::
     seed = 1                                 # and the seed of the noise (see make_data)
 
     [sampler]                                # defaults of `vaeinv invert`, all optional
-    method = "pcn"
-    num_chains = 4
-    num_draws = 1000                         # iterations per chain after warm-up
-    num_warmup = 1000
+    method = "hmc"                           # batched HMC: every chain in one batch
+    num_chains = 16
+    num_draws = 150                          # iterations per chain after warm-up
+    num_warmup = 100
     thin = "auto"                            # or an integer: keep every thin-th iteration
     seed = 0
     chunk_size = 100
-    [sampler.pcn]                            # options of one method, passed to vaeinv.sample
-    target_accept = 0.25
+    [sampler.hmc]                            # options of one method, passed to vaeinv.sample
+    target_accept = 0.65
 
 The data file's sensor positions must be those of ``[sensors]``, in the same order.
 [`make_data`][vaeinv.problems.make_data] regenerates it from the truth.

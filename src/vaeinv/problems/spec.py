@@ -90,6 +90,9 @@ class PriorSpec:
 class SamplerDefaults:
     """A problem's default sampler settings (overridden by ``vaeinv invert`` flags).
 
+    Without a ``[sampler]`` table a problem gets the demo's budget: batched HMC, 16 chains x
+    (100 warm-up + 150) iterations (the demo's measurements are in ``docs/results/demo.md``).
+
     Args:
         method: ``"pcn"``, ``"gpcn"``, ``"tpcn"``, ``"hmc"`` or ``"nuts"``.
         num_chains, num_draws, num_warmup, seed, chunk_size: as in ``vaeinv.sample``
@@ -100,10 +103,10 @@ class SamplerDefaults:
             `vaeinv.runs.sampler_options`).
     """
 
-    method: str = "pcn"
-    num_chains: int = 4
-    num_draws: int = 1000
-    num_warmup: int = 1000
+    method: str = "hmc"
+    num_chains: int = 16
+    num_draws: int = 150
+    num_warmup: int = 100
     thin: int | str = "auto"
     seed: int = 0
     chunk_size: int = 100
