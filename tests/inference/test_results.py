@@ -15,7 +15,8 @@ import torch
 import xarray as xr
 
 from vaeinv import Grid, PointSensors, results
-from vaeinv.results.report import convergence_verdict, summary_table
+from vaeinv.results.report import summary_table
+from vaeinv.results.verdict import convergence_verdict
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
