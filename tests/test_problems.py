@@ -398,13 +398,13 @@ def test_demo_problem():
     assert problem.grid.shape == (64, 64) and problem.prior.name == "gaussian64"
     assert problem.truth_spec["generator"]["kind"] == "gaussian"
     s = problem.sampler_defaults
-    assert s.method == "hmc" and (s.num_chains, s.num_draws, s.thin) == (16, 150, "auto")
+    assert s.method == "hmc" and (s.num_chains, s.num_draws, s.thin) == (16, 190, "auto")
     assert (REPO / "problems" / "demo" / "README.md").is_file()
 
 
 @pytest.mark.parametrize(
     ("name", "thin", "kept"),
-    [("demo", 1, 150), ("mdgm-gaussian", 1, 1000), ("mdgm-channel", 1, 900)],
+    [("demo", 1, 190), ("mdgm-gaussian", 1, 1000), ("mdgm-channel", 1, 900)],
 )
 def test_shipped_problems_thin_automatically_under_100_mb(name, thin, kept):
     """The shipped defaults resolve thin='auto' to keep z and log k of every kept draw in a

@@ -90,8 +90,9 @@ class PriorSpec:
 class SamplerDefaults:
     """A problem's default sampler settings (overridden by ``vaeinv invert`` flags).
 
-    Without a ``[sampler]`` table a problem gets the demo's budget: batched HMC, 16 chains x
-    (100 warm-up + 150) iterations (the demo's measurements are in ``docs/results/demo.md``).
+    Without a ``[sampler]`` table a problem gets batched HMC, 16 chains x (100 warm-up + 150)
+    iterations: about the demo's budget (60 + 210 there), with a longer warm-up for a posterior
+    nobody has measured (the demo's measurements are in ``docs/results/demo.md``).
 
     Args:
         method: ``"pcn"``, ``"gpcn"``, ``"tpcn"``, ``"hmc"`` or ``"nuts"``.
