@@ -39,7 +39,7 @@ def convergence_verdict(
     problems, facts = [], []
     if rhat is not None:
         (problems if rhat > RHAT_THRESHOLD else facts).append(
-            f"max R-hat {rhat:.3f} {'>' if rhat > RHAT_THRESHOLD else '<='} {RHAT_THRESHOLD}"
+            f"max R-hat {rhat:.4f} {'>' if rhat > RHAT_THRESHOLD else '<='} {RHAT_THRESHOLD}"
         )
     for label, ess in (("bulk", bulk), ("tail", tail)):
         if ess is not None:
