@@ -94,7 +94,7 @@ class DarcyFlow:
         solver: ``"direct"`` (exact block Cholesky, ``O(ny nx^3)``), ``"multigrid"``
             (multigrid-preconditioned conjugate gradients, ``O(nx ny)`` per iteration) or
             ``"auto"``: on the CPU, direct when the shorter side has at most 32 cells, or at
-            most 64 with fewer than 32 fields in the batch; multigrid otherwise and on GPUs
+            most 64 with fewer than 4 fields in the batch; multigrid otherwise and on GPUs
             (the crossovers measured in ``benchmarks/forward.py``).
         rtol: relative residual at which multigrid CG stops (default ``1e-10``, far below any
             sensor noise; a problem's posterior ties it to its noise with
