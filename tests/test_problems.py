@@ -446,3 +446,18 @@ def test_the_multigrid_tolerance_is_tied_to_the_noise_unless_set(tiny):
     problem = load_problem(tiny)
     assert problem.build_physics().rtol == 1e-9
     assert problem.physics.config()["rtol"] == 1e-9
+
+
+@pytest.mark.parametrize(
+    ("method", "budget"),
+    [("hmc", (16, 150, 100)), ("pcn", (4, 1000, 1000)), (None, (16, 150, 100))],
+)
+def test_a_sampler_table_without_a_budget_gets_the_methods_own(tiny, method, budget):
+    """pCN named without chains or draws gets pCN's long budget, not HMC's 150 draws."""
+    text = TINY[: TINY.index("[sampler]")] + "[sampler]\n"
+    if method is not None:
+        text += f'method = "{method}"\n'
+    (tiny / "problem.toml").write_text(text)
+    s = load_problem(tiny).sampler_defaults
+    assert (s.num_chains, s.num_draws, s.num_warmup) == budget
+    assert s.method == (method or "hmc")

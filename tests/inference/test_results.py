@@ -383,13 +383,23 @@ def test_the_verdict_holds_the_run_against_arviz_thresholds():
     assert line.startswith("converged: max R-hat 1.0060 <= 1.01, min bulk ESS 700 >= 400")
     assert "extend" not in line and "\n" not in line
     short = dict(good, max_rhat_latent=1.06, min_ess_bulk_latent=100.0)
-    line = convergence_verdict(short, {"num_draws": 2000}, "out/demo.nc")
+    hmc = {"num_draws": 2000, "method": "hmc"}
+    line = convergence_verdict(short, hmc, "out/demo.nc")
     assert line.startswith("NOT converged: max R-hat 1.0600 > 1.01, min bulk ESS 100 < 400")
     # ESS grows with the draws: 4x the ESS needs 3x more draws, times 1.2
     assert line.endswith("run longer: vaeinv extend out/demo.nc --draws 7200")
-    line = convergence_verdict(dict(good, max_rhat_field=1.02), {"num_draws": 500}, "r.nc")
+    line = convergence_verdict(dict(good, max_rhat_field=1.02), dict(hmc, num_draws=500), "r.nc")
     assert "NOT converged: max R-hat 1.0200 > 1.01" in line and "--draws 250" in line
+    # divergences alone: a smaller step, not more draws
     line = convergence_verdict(dict(good, divergences=3), {"num_draws": 500}, "r.nc")
     assert line.startswith("NOT converged: 3 divergences") and "target_accept=0.9" in line
-    nan = dict(good, max_rhat_latent=float("nan"), max_rhat_field=float("nan"))
-    assert convergence_verdict(nan, {}).startswith("converged: min bulk ESS 700")
+    assert "extend" not in line
+    # a figure ArviZ could not compute fails the run
+    nan = dict(good, max_rhat_latent=float("nan"))
+    line = convergence_verdict(nan, {"num_draws": 500}, "r.nc")
+    assert line.startswith("NOT converged: max R-hat not computable")
+    # gpCN runs cannot be extended: a longer run instead
+    line = convergence_verdict(short, {"num_draws": 2000, "method": "gpcn", "problem": "demo"})
+    assert line.endswith("run longer: vaeinv invert demo --method gpcn --draws 9200")
+    line = convergence_verdict(short, {"num_draws": 2000}, "r.nc")  # method unknown
+    assert line.endswith("run longer: 9200 iterations per chain")

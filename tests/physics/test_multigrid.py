@@ -62,6 +62,21 @@ def test_noise_tied_rtol_follows_its_formula_and_clips():
     assert noise_tied_rtol(1e-30, data) == 1e-12  # near-exact data: the tightest
     assert noise_tied_rtol(sd, torch.zeros(3)) == 1e-10  # nothing to scale by: the default
     assert noise_tied_rtol(float("nan"), data) == 1e-10
+    assert noise_tied_rtol(sd, torch.zeros(0)) == 1e-10  # no data at all
+
+
+@pytest.mark.parametrize("units", [1e-40, 1e40])
+def test_the_float32_v_cycle_works_in_any_units(generator, units):
+    """A right-hand side far outside float32's range (pressures in odd units) converges as
+    one of order 1 does: each residual is scaled before the V-cycle's cast."""
+    grid = Grid(32, 32)
+    log_k = smooth_fields(generator, 2, 32, 32)
+    flow = DarcyFlow(grid, dirichlet={"left": units, "right": 0.0}, solver="multigrid")
+    flow_one = DarcyFlow(grid, dirichlet={"left": 1.0, "right": 0.0}, solver="multigrid")
+    p, p_one = flow.solve(log_k), flow_one.solve(log_k)
+    assert bool(flow.last_info.converged.all())
+    assert flow.last_info.iterations == flow_one.last_info.iterations
+    torch.testing.assert_close(p / units, p_one, rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("noise", [1e-2, 1e-4])

@@ -66,9 +66,12 @@ def noise_tied_rtol(noise_std, data) -> float:
     ``rtol = 1e-3 min(sd) / (1000 max|data|)``, clipped to ``[1e-12, 1e-6]``.
     """
     sd = torch.as_tensor(noise_std, dtype=torch.float64)
-    scale = torch.as_tensor(data, dtype=torch.float64).abs().max()
-    if sd.numel() == 0 or not bool(torch.isfinite(sd).all() & (sd > 0).all() & (scale > 0)):
+    values = torch.as_tensor(data, dtype=torch.float64)
+    if sd.numel() == 0 or values.numel() == 0:
         return 1e-10  # nothing to tie it to: DarcyFlow's default
+    scale = values.abs().max()
+    if not bool(torch.isfinite(sd).all() & (sd > 0).all() & (scale > 0) & torch.isfinite(scale)):
+        return 1e-10
     rtol = NOISE_FRACTION_OF_ERROR * float(sd.min()) / (RESIDUAL_TO_ERROR * float(scale))
     return min(max(rtol, 1e-12), LOOSEST_RTOL)
 
@@ -247,7 +250,7 @@ class DarcyFlow:
         p = _AdjointSolve.apply(flat, self)
         return p.reshape(*batch_shape, *self.grid.shape).to(log_k.dtype)
 
-    def _report(self, info: SolveInfo) -> None:
+    def _report(self, info: SolveInfo, rtol: float | None = None) -> None:
         self.last_info = info
         failed = (~info.converged).nonzero().flatten().tolist()
         if failed:
@@ -255,7 +258,7 @@ class DarcyFlow:
                 f"{len(failed)} of {info.converged.numel()} Darcy solve(s) failed (batch indices "
                 f"{failed[:10]}{'...' if len(failed) > 10 else ''}; relative residuals "
                 f"{[f'{float(info.relative_residual[i]):.2e}' for i in failed[:3]]}, "
-                f"rtol {self.rtol:g}, {info.iterations} iterations)"
+                f"rtol {self.rtol if rtol is None else rtol:g}, {info.iterations} iterations)"
             )
             if self.on_failure == "raise":
                 raise SolverError(msg)
@@ -380,7 +383,7 @@ class _AdjointSolve(torch.autograd.Function):
         log_k, p = ctx.saved_tensors
         lam, info = ctx.solver.solve(grad_p.contiguous(), rtol=ctx.flow.adjoint_rtol)
         # a failed adjoint solve is reported like a failed forward solve; its gradient is NaN
-        ctx.flow._report(info)
+        ctx.flow._report(info, ctx.flow.adjoint_rtol)
         lam = torch.where(info.converged[:, None, None], lam, torch.nan)
         grad_tx = torch.zeros_like(p[..., :1]).expand(-1, -1, p.shape[-1] + 1).clone()
         grad_tx[..., 1:-1] = -(lam[..., 1:] - lam[..., :-1]) * (p[..., 1:] - p[..., :-1])

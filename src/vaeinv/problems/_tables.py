@@ -37,7 +37,7 @@ from ._checks import (
     sampler_keys,
 )
 from .files import _read_csv, read_truth
-from .spec import MultilevelSpec, PhysicsSpec, PriorSpec, SamplerDefaults
+from .spec import MultilevelSpec, PhysicsSpec, PriorSpec, SamplerDefaults, method_budget
 
 
 def _grid(raw: dict) -> Grid:
@@ -204,6 +204,10 @@ def _sampler(raw: dict) -> SamplerDefaults:
     ):
         if key in table:
             kwargs[key] = _int(table[key], f"[sampler] {key}", least)
+    # a budget not written down is the method's own (pCN needs far more, cheaper iterations)
+    budget = method_budget(kwargs.get("method", base.method))
+    for key, value in zip(("num_chains", "num_draws", "num_warmup"), budget, strict=True):
+        kwargs.setdefault(key, value)
     if "thin" in table:
         thin = table["thin"]
         if thin != "auto":

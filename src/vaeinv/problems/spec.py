@@ -86,13 +86,27 @@ class PriorSpec:
         return out | dict(self.options)
 
 
+#: ``(num_chains, num_draws, num_warmup)`` of a method when a ``[sampler]`` table names the
+#: method but not these: batched HMC takes few, expensive iterations in a batch of 16 chains;
+#: the others keep the budget their measurements were made with.
+METHOD_BUDGETS = {"hmc": (16, 150, 100)}
+OTHER_BUDGET = (4, 1000, 1000)
+
+
+def method_budget(method: str) -> tuple[int, int, int]:
+    """The default ``(num_chains, num_draws, num_warmup)`` of ``method``."""
+    return METHOD_BUDGETS.get(method, OTHER_BUDGET)
+
+
 @dataclass(frozen=True)
 class SamplerDefaults:
     """A problem's default sampler settings (overridden by ``vaeinv invert`` flags).
 
     Without a ``[sampler]`` table a problem gets batched HMC, 16 chains x (100 warm-up + 150)
-    iterations: about the demo's budget (60 + 210 there), with a longer warm-up for a posterior
-    nobody has measured (the demo's measurements are in ``docs/results/demo.md``).
+    iterations: about the demo's budget (60 + 190 there), with a longer warm-up for a posterior
+    nobody has measured (the demo's measurements are in ``docs/results/demo.md``). A table that
+    names another method but no budget gets that method's (`method_budget`: 4 chains x
+    (1000 + 1000) for all but HMC).
 
     Args:
         method: ``"pcn"``, ``"gpcn"``, ``"tpcn"``, ``"hmc"`` or ``"nuts"``.

@@ -20,33 +20,41 @@ def convergence_verdict(
     """One line: did the run converge by ArviZ's thresholds, and what to do if not.
 
     The worst R-hat and the smallest bulk and tail ESS over latents and field quantities are
-    held against ``RHAT_THRESHOLD`` and ``ESS_THRESHOLD``, and the divergences against zero.
-    When the ESS is short, the line says how many iterations per chain ``vaeinv extend`` should
-    add: enough for the smallest ESS to reach the threshold if it grows in proportion to the
-    draws (times 1.2), at least as many as the run has.
+    held against ``RHAT_THRESHOLD`` and ``ESS_THRESHOLD``, and the divergences against zero. A
+    figure ArviZ could not compute (NaN: too few draws, or a chain that never moved) fails the
+    run. When R-hat or the ESS fall short, the line says how many iterations per chain to add:
+    enough for the smallest ESS to reach the threshold if it grows in proportion to the draws
+    (times 1.2), and at least half as many as the run has; with ``vaeinv extend`` for the
+    methods it continues, else with a longer ``vaeinv invert``.
     """
     attrs = dict(attrs or {})
-
-    def worst(prefix: str, pick):
-        values = [diagnostics.get(f"{prefix}_{part}") for part in ("latent", "field")]
-        values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-        return pick(values) if values else None
-
-    rhat = worst("max_rhat", max)
-    bulk = worst("min_ess_bulk", min)
-    tail = worst("min_ess_tail", min)
-    divergences = int(diagnostics.get("divergences", 0) or 0)
     problems, facts = [], []
-    if rhat is not None:
-        (problems if rhat > RHAT_THRESHOLD else facts).append(
-            f"max R-hat {rhat:.4f} {'>' if rhat > RHAT_THRESHOLD else '<='} {RHAT_THRESHOLD}"
+    worst = {}
+    for prefix, label, pick in (
+        ("max_rhat", "max R-hat", max),
+        ("min_ess_bulk", "min bulk ESS", min),
+        ("min_ess_tail", "min tail ESS", min),
+    ):
+        values = [diagnostics.get(f"{prefix}_{part}") for part in ("latent", "field")]
+        values = [float(v) for v in values if v is not None]
+        if any(math.isnan(v) for v in values):
+            problems.append(f"{label} not computable (too few draws, or a chain that never moved)")
+        elif values:
+            worst[prefix] = pick(values)
+    if "max_rhat" in worst:
+        rhat = worst["max_rhat"]
+        bad = rhat > RHAT_THRESHOLD
+        (problems if bad else facts).append(
+            f"max R-hat {rhat:.4f} {'>' if bad else '<='} {RHAT_THRESHOLD}"
         )
-    for label, ess in (("bulk", bulk), ("tail", tail)):
-        if ess is not None:
-            low = ess < ESS_THRESHOLD
+    for prefix, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
+        if prefix in worst:
+            low = worst[prefix] < ESS_THRESHOLD
             (problems if low else facts).append(
-                f"min {label} ESS {ess:.0f} {'<' if low else '>='} {ESS_THRESHOLD}"
+                f"min {label} ESS {worst[prefix]:.0f} {'<' if low else '>='} {ESS_THRESHOLD}"
             )
+    divergences = int(diagnostics.get("divergences", 0) or 0)
+    mixing = bool(problems)  # R-hat or ESS: more draws help
     if divergences:
         problems.append(f"{divergences} divergences")
     else:
@@ -54,12 +62,29 @@ def convergence_verdict(
     if not problems:
         return "converged: " + ", ".join(facts)
     advice = []
-    short = min(v for v in (bulk, tail) if v is not None) if (bulk or tail) else None
     iterations = attrs.get("num_draws")
-    if iterations not in (None, "", "?"):
-        factor = ESS_THRESHOLD / short if short else 2.0
-        more = max(math.ceil(int(iterations) / 2), math.ceil(1.2 * int(iterations) * (factor - 1)))
-        advice.append(f"run longer: vaeinv extend {path} --draws {more}")
+    if mixing and iterations not in (None, "", "?"):
+        essays = [worst[k] for k in ("min_ess_bulk", "min_ess_tail") if k in worst]
+        factor = ESS_THRESHOLD / min(essays) if essays and min(essays) > 0 else 2.0
+        n = int(iterations)
+        more = max(math.ceil(n / 2), math.ceil(1.2 * n * (factor - 1)))
+        advice.append(_longer_run(attrs, path, n, more))
     if divergences:
         advice.append("divergences: a smaller step (--option target_accept=0.9) or another method")
     return "NOT converged: " + ", ".join(problems) + ("; " + "; ".join(advice) if advice else "")
+
+
+def _longer_run(attrs: dict[str, Any], path: str, iterations: int, more: int) -> str:
+    """``vaeinv extend`` for a method whose runs it continues, else a longer run."""
+    from ..kernels import registry
+
+    method = attrs.get("method")
+    known = method in registry.available()
+    if known and registry.get(method).extension_warmup is not None:
+        return f"run longer: vaeinv extend {path} --draws {more}"
+    problem = attrs.get("problem") or "PROBLEM"
+    return (
+        f"run longer: vaeinv invert {problem} --method {method} --draws {iterations + more}"
+        if known
+        else f"run longer: {iterations + more} iterations per chain"
+    )
