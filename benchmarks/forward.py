@@ -138,7 +138,7 @@ def candidate_runs(name: str, grid, lk, rtol: float):
     import torch
 
     from vaeinv import DarcyFlow
-    from vaeinv.physics import darcy
+    from vaeinv.physics import darcy, tolerance
 
     if name == "banded":
         solver = BandedCholesky(
@@ -157,7 +157,7 @@ def candidate_runs(name: str, grid, lk, rtol: float):
     tol = 1e-10 if name == "multigrid-1e-10" else rtol
     precision = "double" if name == "multigrid-double" else darcy.MULTIGRID_PRECISION
     # a problem's flow: the noise-tied tolerance, gradients to GRADIENT_RTOL (see DarcyFlow)
-    adjoint = tol if name == "multigrid-1e-10" else max(tol, darcy.GRADIENT_RTOL)
+    adjoint = tol if name == "multigrid-1e-10" else max(tol, tolerance.GRADIENT_RTOL)
     flow = DarcyFlow(
         grid, dirichlet=BOUNDARY, source=SOURCE, solver=kind, rtol=tol, adjoint_rtol=adjoint
     )

@@ -7,7 +7,7 @@ import torch
 
 from vaeinv import DarcyFlow, Grid
 from vaeinv.physics import noise_tied_rtol
-from vaeinv.physics.darcy import (
+from vaeinv.physics.tolerance import (
     LOOSEST_RTOL,
     NOISE_FRACTION_OF_ERROR,
     RESIDUAL_TO_ERROR,

@@ -2,9 +2,10 @@
 reference, and sensors."""
 
 from .base import CallableForward, SensorReadings
-from .darcy import DarcyFlow, SolverError, SolverWarning, noise_tied_rtol
+from .darcy import DarcyFlow, SolverError, SolverWarning
 from .fipy_backend import DarcyFlowFiPy
 from .sensors import PointSensors
+from .tolerance import noise_tied_rtol
 
 __all__ = [
     "CallableForward",

@@ -25,7 +25,7 @@ from ._boundary import FlowSetup
 from ._linalg import BlockCholesky, FluxOperator, SolveInfo
 from ._multigrid import MultigridPCG
 
-__all__ = ["DarcyFlow", "SolverError", "SolverWarning", "noise_tied_rtol"]
+__all__ = ["DarcyFlow", "SolverError", "SolverWarning"]
 
 SolverName = Literal["auto", "direct", "multigrid"]
 _SOLVERS = ("auto", "direct", "multigrid")
@@ -41,39 +41,6 @@ DIRECT_SMALL_BATCH = 4
 #: The multigrid V-cycle's dtype (CG and its convergence test stay float64): float32 halves the
 #: memory traffic of the memory-bound V-cycle (``benchmarks/forward.py`` compares both).
 MULTIGRID_PRECISION = "single"
-#: ``noise_tied_rtol``: the pressure error allowed, as a fraction of the smallest noise sd.
-NOISE_FRACTION_OF_ERROR = 1e-3
-#: ``noise_tied_rtol``: a bound of the largest pressure error over the relative residual, both
-#: relative to their scale. Measured on Gaussian log k fields, 32^2 to 128^2: 2-14 for sd 1,
-#: 18-222 for sd 2, 7-735 for sd 3 (a contrast of 1e8), the largest for the shortest
-#: correlation lengths.
-RESIDUAL_TO_ERROR = 1000.0
-#: the loosest tolerance ``noise_tied_rtol`` gives.
-LOOSEST_RTOL = 1e-6
-#: the adjoint (gradient) tolerance of a problem's flow: the gradient to about 1e-3 relative.
-#: The samplers stay exact with it: a leapfrog or Gauss-Newton step only needs the gradient to
-#: be a deterministic function of the field, which a CG solve from zero is.
-GRADIENT_RTOL = 1e-3
-
-
-def noise_tied_rtol(noise_std, data) -> float:
-    """The multigrid tolerance for data with noise sd ``noise_std`` (a number or per datum).
-
-    The pressure error of a solve stopped at relative residual ``rtol`` is at most about
-    ``RESIDUAL_TO_ERROR * rtol * max|p|``; the tolerance keeps it below
-    ``NOISE_FRACTION_OF_ERROR`` times the smallest noise sd, so that a log-likelihood moves
-    by about ``1e-3`` nats per datum at most, far below anything a sampler can see:
-    ``rtol = 1e-3 min(sd) / (1000 max|data|)``, clipped to ``[1e-12, 1e-6]``.
-    """
-    sd = torch.as_tensor(noise_std, dtype=torch.float64)
-    values = torch.as_tensor(data, dtype=torch.float64)
-    if sd.numel() == 0 or values.numel() == 0:
-        return 1e-10  # nothing to tie it to: DarcyFlow's default
-    scale = values.abs().max()
-    if not bool(torch.isfinite(sd).all() & (sd > 0).all() & (scale > 0) & torch.isfinite(scale)):
-        return 1e-10
-    rtol = NOISE_FRACTION_OF_ERROR * float(sd.min()) / (RESIDUAL_TO_ERROR * float(scale))
-    return min(max(rtol, 1e-12), LOOSEST_RTOL)
 
 
 class SolverError(RuntimeError):
@@ -101,11 +68,11 @@ class DarcyFlow:
             (the crossovers measured in ``benchmarks/forward.py``).
         rtol: relative residual at which multigrid CG stops (default ``1e-10``, far below any
             sensor noise; a problem's posterior ties it to its noise with
-            [`noise_tied_rtol`][vaeinv.physics.darcy.noise_tied_rtol]); the direct solver
+            [`noise_tied_rtol`][vaeinv.physics.tolerance.noise_tied_rtol]); the direct solver
             reaches round-off.
         max_iter: iteration cap of multigrid CG.
         adjoint_rtol: the multigrid tolerance of the adjoint solve of a gradient (default:
-            ``rtol``). A problem's posterior uses ``GRADIENT_RTOL``: the gradient to about
+            ``rtol``). A problem's posterior uses ``tolerance.GRADIENT_RTOL``: the gradient to about
             1e-3 relative, for about half the adjoint's iterations.
         on_failure: what a failed solve does: ``"nan"`` (default) sets that field's pressure to
             NaN and warns with [`SolverWarning`][vaeinv.physics.SolverWarning] (a sampler

@@ -22,7 +22,7 @@ class PhysicsSpec:
         source: the source term per unit area.
         solver: the [`DarcyFlow`][vaeinv.physics.DarcyFlow] solver.
         rtol: the multigrid tolerance; ``None`` ties it to the data's noise when a posterior
-            is built ([`noise_tied_rtol`][vaeinv.physics.darcy.noise_tied_rtol]).
+            is built ([`noise_tied_rtol`][vaeinv.physics.tolerance.noise_tied_rtol]).
     """
 
     dirichlet: dict[str, float]
@@ -35,7 +35,7 @@ class PhysicsSpec:
         else ``rtol``, else DarcyFlow's default; with either, the gradient's adjoint solves
         stop at ``GRADIENT_RTOL`` (or ``rtol`` if looser)."""
         from ..physics import DarcyFlow
-        from ..physics.darcy import GRADIENT_RTOL
+        from ..physics.tolerance import GRADIENT_RTOL
 
         tol = self.rtol if self.rtol is not None else rtol
         extra = {} if tol is None else {"rtol": tol, "adjoint_rtol": max(tol, GRADIENT_RTOL)}
