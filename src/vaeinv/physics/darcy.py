@@ -72,8 +72,8 @@ class DarcyFlow:
             reaches round-off.
         max_iter: iteration cap of multigrid CG.
         adjoint_rtol: the multigrid tolerance of the adjoint solve of a gradient (default:
-            ``rtol``). A problem's posterior uses ``tolerance.GRADIENT_RTOL``: the gradient to about
-            1e-3 relative, for about half the adjoint's iterations.
+            ``rtol``). A problem's posterior uses ``tolerance.GRADIENT_RTOL``: the gradient
+            to about 1e-3 relative, for about half the adjoint's iterations.
         on_failure: what a failed solve does: ``"nan"`` (default) sets that field's pressure to
             NaN and warns with [`SolverWarning`][vaeinv.physics.SolverWarning] (a sampler
             counts it as a rejection);
