@@ -158,7 +158,6 @@ class MultigridPCG:
         self.smoothing = smoothing
         self.dtype = _PRECISIONS[precision]
         self.op = op
-        self._unit: torch.Tensor | None = None
         ops = [op]
         while ops[-1].nx * ops[-1].ny > coarsest:
             ops.append(ops[-1].coarsen())
@@ -181,38 +180,39 @@ class MultigridPCG:
             x = lev.sweep(lev.sweep(x, b, 1), b, 0)
         return x
 
-    def precondition(self, r: torch.Tensor) -> torch.Tensor:
+    def precondition(self, r: torch.Tensor, unit: torch.Tensor | None = None) -> torch.Tensor:
+        """One V-cycle on ``r``, in the V-cycle's dtype; ``unit`` (per system, from
+        `_unit_of`) rescales it first. The V-cycle is linear, so in units where the
+        right-hand side is of order 1 float32 neither underflows nor overflows."""
         if self.dtype == r.dtype:
             return self._vcycle(0, r)
-        if self._unit is None:
+        if unit is None:
             return self._vcycle(0, r.to(self.dtype)).to(r.dtype)
-        # the V-cycle is linear: in units where the right-hand side is of order 1, float32
-        # neither underflows nor overflows
-        return self._vcycle(0, (r / self._unit).to(self.dtype)).to(r.dtype) * self._unit
+        return self._vcycle(0, (r / unit).to(self.dtype)).to(r.dtype) * unit
 
-    def _choose_unit(self, b: torch.Tensor) -> None:
-        """Right-hand sides whose largest entry lies outside ``FLOAT32_SAFE`` are rescaled
-        (per system) before the float32 V-cycle; any others are not (no extra work)."""
-        self._unit = None
+    def _unit_of(self, b: torch.Tensor) -> torch.Tensor | None:
+        """The per-system scale of right-hand sides whose largest entry lies outside
+        ``FLOAT32_SAFE`` (``None`` when all are inside: no extra work)."""
         if self.dtype == b.dtype:
-            return
+            return None
         magnitude = b.abs().amax((-2, -1), keepdim=True)
         low, high = FLOAT32_SAFE
-        if not bool(((magnitude == 0) | ((magnitude > low) & (magnitude < high))).all()):
-            self._unit = torch.where(magnitude > 0, magnitude, 1.0)
+        if bool(((magnitude == 0) | ((magnitude > low) & (magnitude < high))).all()):
+            return None
+        return torch.where(magnitude > 0, magnitude, 1.0)
 
     def solve(
         self, b: torch.Tensor, x0: torch.Tensor | None = None, rtol: float | None = None
     ) -> tuple[torch.Tensor, SolveInfo]:
         """``A x = b`` to ``rtol`` (default: the solver's), from ``x0`` (default: zero)."""
         rtol = self.rtol if rtol is None else rtol
-        self._choose_unit(b)
+        unit = self._unit_of(b)
         op = self.op
         scale = norm2(b).clamp_min(torch.finfo(b.dtype).tiny)
         x = torch.zeros_like(b) if x0 is None else x0.clone()
         r = b - op.matvec(x) if x0 is not None else b.clone()
         active = norm2(r) / scale > rtol
-        z = self.precondition(r)
+        z = self.precondition(r, unit)
         d = z
         rz = (r * z).sum((-2, -1))
         it = 0
@@ -228,7 +228,7 @@ class MultigridPCG:
             r.addcmul_(alpha[..., None, None], ad, value=-1.0)
             rel = norm2(r) / scale
             active = active & (rel > rtol) & torch.isfinite(rel)
-            z_new = self.precondition(r)
+            z_new = self.precondition(r, unit)
             rz_new = (r * z_new).sum((-2, -1))
             flexible = rz_new - (r * z).sum((-2, -1))
             beta = torch.where(active, flexible / torch.where(rz != 0, rz, 1.0), 0.0)

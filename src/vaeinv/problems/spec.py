@@ -119,9 +119,9 @@ class SamplerDefaults:
     """
 
     method: str = "hmc"
-    num_chains: int = 16
-    num_draws: int = 150
-    num_warmup: int = 100
+    num_chains: int = METHOD_BUDGETS["hmc"][0]
+    num_draws: int = METHOD_BUDGETS["hmc"][1]
+    num_warmup: int = METHOD_BUDGETS["hmc"][2]
     thin: int | str = "auto"
     seed: int = 0
     chunk_size: int = 100
@@ -221,12 +221,8 @@ class Problem:
         ``[physics] rtol`` sets it."""
         from ..physics import noise_tied_rtol
 
-        rtol = None
-        if self.data is not None:
-            noise = self.noise_std
-            if self.noise_kind == "relative" or noise is None:
-                noise = self.noise_fraction * self.data.abs()
-            rtol = noise_tied_rtol(noise, self.data)
+        # noise_std is the sd of every datum, relative noise included
+        rtol = None if self.data is None else noise_tied_rtol(self.noise_std, self.data)
         return self.physics.build(self.grid if grid is None else grid, rtol)
 
     def build_sensors(self):
