@@ -162,7 +162,7 @@ def test_existing_run_needs_resume_and_matching_settings(tmp_path, generator):
     fields = tiny_fields(generator, n=12)
     run = (tiny_config(), tiny_train_config(epochs=1))
     train(*run, fields, tmp_path, progress=False)
-    with pytest.raises(ValueError, match="already holds a training run; pass resume=True"):
+    with pytest.raises(ValueError, match="already holds a training run; resume it"):
         train(*run, fields, tmp_path, progress=False)
     with pytest.raises(ValueError, match="cannot resume: train_config differs"):
         train(run[0], tiny_train_config(lr=0.1), fields, tmp_path, resume=True, progress=False)

@@ -6,6 +6,10 @@
 - :class:`ThresholdedGaussianField`: binary media at a target porosity.
 - :func:`generate_dataset` / :func:`load_dataset`: safetensors files with their metadata.
 - :func:`coarsen`: block log-mean-exp upscaling of log-k.
+- :func:`open_stack` / :class:`FieldStack` / :func:`check_stack`: users' own stacks of fields
+  (``.npy``, ``.npz``, HDF5, zarr, safetensors), read lazily and checked in one streaming pass.
+- :func:`open_image` / :func:`cut_patches` / :func:`stack_from_patches`: a single training image
+  cut into overlapping patches.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .gaussian import GaussianRandomField
 from .kernels import KERNELS, correlation
 from .patches import PatchField
 from .registry import GENERATORS, FieldGenerator, generator_from_config
+from .stacks import FieldStack, check_stack, cut_patches, open_image, open_stack, stack_from_patches
 
 __all__ = [
     "DATASET_FORMAT",
@@ -29,12 +34,18 @@ __all__ = [
     "EmbeddingWarning",
     "FieldDataset",
     "FieldGenerator",
+    "FieldStack",
     "GaussianRandomField",
     "PatchField",
     "ThresholdedGaussianField",
+    "check_stack",
     "coarsen",
     "correlation",
+    "cut_patches",
     "generate_dataset",
     "generator_from_config",
     "load_dataset",
+    "open_image",
+    "open_stack",
+    "stack_from_patches",
 ]

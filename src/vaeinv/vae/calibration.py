@@ -53,7 +53,8 @@ def fit_latent_gaussian(
 
     Args:
         model: a trained [`VAE`][vaeinv.vae.VAE]; its ``latent_prior`` is overwritten.
-        fields: ``(num, ny, nx)`` fields, typically the training set (``num > latent_dim``).
+        fields: ``(num, ny, nx)`` fields, typically the training set (``num > latent_dim``),
+            or a [`FieldStack`][vaeinv.fields.FieldStack] read in batches.
         batch_size: fields encoded at a time.
         cond: the conditioning of each field, for a conditional VAE (``cond_channels > 0``).
 
@@ -73,7 +74,9 @@ def fit_latent_gaussian(
     mus, variances = [], []
     model.eval()
     for start in range(0, fields.shape[0], batch_size):
-        chunk = fields[start : start + batch_size].to(param.device, param.dtype)
+        rows = slice(start, start + batch_size)
+        chunk = fields.read(rows) if hasattr(fields, "read") else fields[rows]
+        chunk = chunk.to(param.device, param.dtype)
         c = None if cond is None else cond[start : start + batch_size].to(param.device, param.dtype)
         mu, logvar = model.encode(chunk, c)
         mus.append(mu.double())

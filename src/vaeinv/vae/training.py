@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..grid import Grid
+from ._distributed import Parallel
 from ._history import plot_history, write_history
 from ._state import STEM, load_train_state, save_train_state
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -57,6 +58,42 @@ class TrainResult:
     best_loss: float
     stopped_early: bool
     out_dir: Path
+
+
+class _InMemory:
+    """A tensor of fields behind a [`FieldStack`][vaeinv.fields.FieldStack]'s reading
+    interface (``read``, ``fingerprint``)."""
+
+    def __init__(self, fields: torch.Tensor) -> None:
+        self.fields = fields
+        self.shape = tuple(fields.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, index) -> torch.Tensor:
+        return self.fields[index]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.fields.numpy().data).hexdigest()
+
+
+def _source(fields: Any, config: VAEConfig):
+    """The training fields as something to ``read`` batches from: a checked tensor, or a stack
+    read lazily (already checked by [`check_stack`][vaeinv.fields.check_stack])."""
+    if isinstance(fields, torch.Tensor):
+        return _InMemory(_check_fields(fields, config))
+    if not (hasattr(fields, "read") and hasattr(fields, "fingerprint")):
+        raise ValueError(
+            f"fields must be a torch.Tensor or a vaeinv.fields.FieldStack, got "
+            f"{type(fields).__name__}"
+        )
+    if len(fields.shape) != 3 or tuple(fields.shape[1:]) != (config.ny, config.nx):
+        raise ValueError(
+            f"the stack {getattr(fields, 'source', '')} has shape {tuple(fields.shape)}, "
+            f"expected (num_fields, {config.ny}, {config.nx}) from the VAEConfig"
+        )
+    return fields
 
 
 def _check_fields(fields: Any, config: VAEConfig, name: str = "fields") -> torch.Tensor:
@@ -109,11 +146,13 @@ def _threads(num_threads: int | None):
 
 
 def _run_epoch(model, batches, fields, cond, config, optimizer, generator, device, bar):
-    """One pass; trains when ``optimizer`` is given. Returns the field-weighted mean terms."""
+    """One pass; trains when ``optimizer`` is given. Returns the field-weighted sums of the
+    terms and the number of fields. ``model`` may be wrapped in DistributedDataParallel."""
     sums: dict[str, float] = {}
     count = 0
+    net = getattr(model, "module", model)
     for index in batches:
-        x = fields[index].to(device)
+        x = fields.read(index).to(device)
         c = cond[index].to(device) if cond is not None else None
         with torch.set_grad_enabled(optimizer is not None):
             raw, mu, logvar = model(x, c, generator)
@@ -123,7 +162,7 @@ def _run_epoch(model, batches, fields, cond, config, optimizer, generator, devic
                     torch.randn(mu.flatten(1).shape, generator=generator).to(mu) for _ in range(2)
                 )
             terms = vae_loss(
-                raw, model.normalize(x), mu, logvar, model.config.output,
+                raw, net.normalize(x), mu, logvar, net.config.output,
                 config.beta, config.fisher_lambda, config.fisher_target,
                 config.mmd_lambda, draws,
             )  # fmt: skip
@@ -139,7 +178,7 @@ def _run_epoch(model, batches, fields, cond, config, optimizer, generator, devic
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{sums[k] / count:.4g}" for k in ("reconstruction", "kl")})
-    return {key: value / count for key, value in sums.items()}
+    return sums, count
 
 
 def train(
@@ -174,7 +213,7 @@ def train(
             too few fields for the split, an ``out_dir`` already holding a run without
             ``resume``, or a resume whose configs or fields differ from the saved run.
     """
-    fields = _check_fields(fields, model_config)
+    fields = _source(fields, model_config)
     cond = _check_cond(cond, fields, model_config)
     cfg, out = train_config, Path(out_dir)
     num_val = math.ceil(cfg.val_fraction * len(fields)) if cfg.val_fraction else 0
@@ -187,51 +226,49 @@ def train(
     model = init_vae(model_config, cfg.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
+    group = Parallel()
     header, info = _start(model_config, cfg, fields, out, resume, (model, optimizer, generator))
+    group.wait()  # the main process has created the folder
+    net = group.wrap(model)
     meta = {"grid": grid, "generator_config": generator_config, "train_config": to_dict(cfg)}
     n_batches = math.ceil(len(train_index) / cfg.batch_size)
     bar = tqdm(
-        total=cfg.epochs * n_batches, initial=info["epoch"] * n_batches, disable=not progress
+        total=cfg.epochs * n_batches,
+        initial=info["epoch"] * n_batches,
+        disable=not (progress and group.main),
     )
-    with _threads(cfg.num_threads), bar, _plot_when_done(out, info):
+    with _threads(cfg.num_threads), bar, _plot_when_done(out, info, group.main):
         for epoch in range(info["epoch"] + 1, cfg.epochs + 1):
             if info["stopped_early"]:
                 break
             start = time.perf_counter()
             bar.set_description(f"epoch {epoch}/{cfg.epochs}")
-            for group in optimizer.param_groups:
-                group["lr"] = epoch_lr(cfg, epoch)
-            shuffled = train_index[torch.randperm(len(train_index), generator=generator)]
-            model.train()
-            train_terms = _run_epoch(
-                model, shuffled.split(cfg.batch_size), fields, cond, cfg, optimizer, generator,
-                device, bar,
-            )  # fmt: skip
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = epoch_lr(cfg, epoch)
+            batches, noise = group.epoch_batches(
+                train_index, cfg.batch_size, generator, cfg.seed, epoch
+            )
+            net.train()
+            train_terms = group.total(
+                *_run_epoch(net, batches, fields, cond, cfg, optimizer, noise, device, bar)
+            )
             val_terms = None
-            if num_val:
-                model.eval()
-                val_gen = torch.Generator().manual_seed(cfg.seed + 2)
-                val_terms = _run_epoch(
-                    model, val_index.split(cfg.batch_size), fields, cond, cfg, None, val_gen,
-                    device, None,
-                )  # fmt: skip
+            if num_val and group.main:
+                val_terms = _validate(model, val_index, fields, cond, cfg, device)
+            val_terms = group.share(val_terms)
             record = {"epoch": epoch, "train": train_terms, "val": val_terms}
             record.update(seconds=time.perf_counter() - start, lr=epoch_lr(cfg, epoch))
-            info["history"].append(record)
-            monitored = _finite((val_terms or train_terms)["total"], epoch)
+            monitored, better = _record(info, record, cfg, header)
             losses = {"train": train_terms, "val": val_terms}
-            if monitored < info["best_loss"]:
-                info.update(best_loss=monitored, best_epoch=epoch, bad_epochs=0)
-                save_checkpoint(out / "model.safetensors", model, losses=losses, **meta)
-            else:
-                info["bad_epochs"] += 1
-            save_checkpoint(out / "last.safetensors", model, losses=losses, **meta)
-            info["stopped_early"] = cfg.patience is not None and info["bad_epochs"] >= cfg.patience
-            info.update(epoch=epoch, header=header)
             shown = {k: f"{train_terms[k]:.4g}" for k in ("reconstruction", "kl")}
             bar.set_postfix(**shown, monitored=f"{monitored:.4g}", best=f"{info['best_loss']:.4g}")
-            write_history(out / "history.json", info["history"], {**header, **_summary(info)})
-            save_train_state(out, model, optimizer, generator, info)
+            if group.main:
+                if better:
+                    save_checkpoint(out / "model.safetensors", model, losses=losses, **meta)
+                save_checkpoint(out / "last.safetensors", model, losses=losses, **meta)
+                write_history(out / "history.json", info["history"], {**header, **_summary(info)})
+                save_train_state(out, model, optimizer, generator, info)
+            group.wait()
     best = load_checkpoint(out / "model.safetensors").model.to(device)
     return TrainResult(
         model=best,
@@ -243,6 +280,31 @@ def train(
     )
 
 
+def _validate(model, val_index, fields, cond, cfg: TrainConfig, device) -> dict[str, float]:
+    """The validation terms, with the same noise every epoch (``seed + 2``)."""
+    model.eval()
+    val_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    batches = val_index.split(cfg.batch_size)
+    sums, count = _run_epoch(model, batches, fields, cond, cfg, None, val_gen, device, None)
+    return {key: value / count for key, value in sums.items()}
+
+
+def _record(info: dict, record: dict, cfg: TrainConfig, header: dict) -> tuple[float, bool]:
+    """Add an epoch's record to ``info``: the monitored loss, best epoch, early stopping.
+    Returns the monitored loss and whether it is the best so far."""
+    info["history"].append(record)
+    epoch = record["epoch"]
+    monitored = _finite((record["val"] or record["train"])["total"], epoch)
+    better = monitored < info["best_loss"]
+    if better:
+        info.update(best_loss=monitored, best_epoch=epoch, bad_epochs=0)
+    else:
+        info["bad_epochs"] += 1
+    info["stopped_early"] = cfg.patience is not None and info["bad_epochs"] >= cfg.patience
+    info.update(epoch=epoch, header=header)
+    return monitored, better
+
+
 def _start(model_config, cfg, fields, out: Path, resume: bool, trained) -> tuple[dict, dict]:
     """``(header, info)`` of a new run, or of the run saved in ``out`` (``resume``), its
     model, optimizer and generator (``trained``) restored; ``out`` created."""
@@ -250,7 +312,7 @@ def _start(model_config, cfg, fields, out: Path, resume: bool, trained) -> tuple
     header = {
         "model_config": to_dict(model_config),
         "train_config": to_dict(cfg),
-        "data_sha256": hashlib.sha256(fields.numpy().data).hexdigest(),
+        "data_sha256": fields.fingerprint(),
         "num_fields": len(fields),
     }
     info = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0}
@@ -258,7 +320,8 @@ def _start(model_config, cfg, fields, out: Path, resume: bool, trained) -> tuple
     if (out / f"{STEM}.json").exists():
         if not resume:
             raise ValueError(
-                f"{out} already holds a training run; pass resume=True or use a new folder"
+                f"{out} already holds a training run; resume it (resume=True; vaeinv train "
+                "--resume) or use a new folder"
             )
         info = load_train_state(out, model, optimizer, generator)
         _check_same_run(info["header"], header)
@@ -276,12 +339,12 @@ def _finite(monitored: float, epoch: int) -> float:
 
 
 @contextmanager
-def _plot_when_done(out: Path, info: dict[str, Any]):
-    """Plot the history when the run ends, also when it is interrupted."""
+def _plot_when_done(out: Path, info: dict[str, Any], main: bool = True):
+    """Plot the history when the run ends, also when it is interrupted (the main process)."""
     try:
         yield
     finally:
-        if info["history"]:
+        if info["history"] and main:
             plot_history(out / "history.png", info["history"])
 
 
