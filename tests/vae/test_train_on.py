@@ -214,9 +214,10 @@ def test_torchrun_on_two_processes_follows_the_one_process_loss_curve(tmp_path, 
     np.save(path, np.concatenate([stack, stack[::-1] + 0.1]))  # 120 fields
     flags = ["--epochs", "6"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    command = _cli_train(path, tmp_path / "two", recipe, *flags)[1:]  # without the interpreter
     two = subprocess.run(
-        [*launcher, "--nproc_per_node", "2", *_cli_train(path, tmp_path / "two", recipe, *flags)[1:]],
+        [*launcher, "2", *command],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
@@ -235,3 +236,18 @@ def test_torchrun_on_two_processes_follows_the_one_process_loss_curve(tmp_path, 
     assert relative.max() < 0.15, (curves, relative)
     assert two.stdout.count("trained on 120 fields") == 1  # one process reports
     assert Prior.load(tmp_path / "two").latent_dim == 16
+
+
+def test_patches_of_an_hdf5_image_keep_its_cell_size(tmp_path, generator, recipe):
+    """The image's physical size comes from its HDF5 attributes; the patches keep its cells."""
+    import h5py
+
+    image = random_log_k((1, 24, 24), generator, contrast=2.0)[0].float().numpy()
+    path = tmp_path / "image.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("ti", data=image).attrs.update(lx=6.0, ly=3.0)
+    result = train_on(path, tmp_path / "prior", recipe=recipe, patches=8, epochs=1, progress=False)
+    assert (result.grid.lx, result.grid.ly) == pytest.approx((2.0, 1.0))  # 8 of 24 cells
+    assert Prior.load(tmp_path / "prior").grid == result.grid
+    with pytest.raises(ValueError, match=r"lx=1\.0 disagrees"):
+        train_on(path, tmp_path / "other", recipe=recipe, patches=8, lx=1.0, progress=False)

@@ -8,8 +8,8 @@
 - :func:`coarsen`: block log-mean-exp upscaling of log-k.
 - :func:`open_stack` / :class:`FieldStack` / :func:`check_stack`: users' own stacks of fields
   (``.npy``, ``.npz``, HDF5, zarr, safetensors), read lazily and checked in one streaming pass.
-- :func:`open_image` / :func:`cut_patches` / :func:`stack_from_patches`: a single training image
-  cut into overlapping patches.
+- :func:`open_image` / :func:`read_image` / :func:`cut_patches` / :func:`stack_from_patches`:
+  a single training image cut into overlapping patches.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .gaussian import GaussianRandomField
 from .kernels import KERNELS, correlation
 from .patches import PatchField
 from .registry import GENERATORS, FieldGenerator, generator_from_config
-from .stacks import FieldStack, check_stack, cut_patches, open_image, open_stack, stack_from_patches
+from .stacks import FieldStack, check_stack, open_stack
+from .training_image import cut_patches, open_image, read_image, stack_from_patches
 
 __all__ = [
     "DATASET_FORMAT",
@@ -47,5 +48,6 @@ __all__ = [
     "load_dataset",
     "open_image",
     "open_stack",
+    "read_image",
     "stack_from_patches",
 ]

@@ -1,4 +1,5 @@
-"""Users' own training data on disk: stacks of fields read lazily, or patches of one image.
+"""Users' own training data on disk: stacks of fields read lazily (training images and their
+patches: `vaeinv.fields.training_image`).
 
 :func:`open_stack` reads only a stack's shape, dtype and grid metadata; each read opens the file
 anew (a :class:`FieldStack` holds no open file). Formats: ``.npy`` (memory-mapped), ``.npz`` (a
@@ -26,14 +27,7 @@ from safetensors import safe_open
 
 from ..grid import Grid
 
-__all__ = [
-    "FieldStack",
-    "check_stack",
-    "cut_patches",
-    "open_image",
-    "open_stack",
-    "stack_from_patches",
-]
+__all__ = ["FieldStack", "check_stack", "open_stack"]
 
 _SUFFIXES = ".npy, .npz, .h5, .hdf5, .zarr, .zip (a zarr zip store), .safetensors"
 _GRID_KEYS = ("nx", "ny", "lx", "ly", "dx", "dy")
@@ -143,64 +137,6 @@ def check_stack(stack: FieldStack, *, min_fields: int = 1, batch_size: int = 256
         lo, hi = min(lo, values.min().item()), max(hi, values.max().item())
     _raise_bad(bad, stack.source, "(field, iy, ix)")
     return {"mean": mean, "std": math.sqrt(m2 / count), "min": lo, "max": hi, "num": len(stack)}
-
-
-def open_image(source: Source, *, key: str | None = None, log: bool = False) -> torch.Tensor:
-    """Read a 2-D training image ``(ny, nx)`` whole, as float32, the log applied if ``log``;
-    ``source`` and ``key`` as for :func:`open_stack` (``None`` takes the only 2-D array).
-
-    Raises:
-        ValueError: the file errors of :func:`open_stack`, an array that is not 2-D, NaN or
-            infinite values, or with ``log`` values ``<= 0`` (positions ``(iy, ix)`` named).
-    """
-    shape, fetch, _, where = _open_array(source, key, rank=2)
-    image = _as_float32(fetch(slice(0, shape[0])))
-    bad = {what: [0, []] for what in _BAD}
-    _tally_bad(bad, image, log, 0)
-    _raise_bad(bad, where, "(iy, ix)")
-    return image.log_() if log else image
-
-
-def cut_patches(image: torch.Tensor, size: int, stride: int | None = None) -> torch.Tensor:
-    """Square patches ``(n, size, size)`` of a 2-D image ``(ny, nx)`` in its dtype, covering all
-    of it: the lower-left corners ``(iy, ix)`` are ``range(0, ny - size + 1, stride) x range(0,
-    nx - size + 1, stride)`` plus a last row and column flush with the far edges where that
-    lattice misses them, in row-major order; ``2 <= size <= min(ny, nx)``, ``stride >= 1`` (by
-    default ``max(1, size // 4)``).
-
-    Raises:
-        ValueError: an image that is not 2-D, a bad size or stride, a patch larger than the image.
-    """
-    image = torch.as_tensor(image)
-    if image.dim() != 2:
-        raise ValueError(f"image has shape {tuple(image.shape)}; expected a 2-D image (ny, nx)")
-    _check_int("patch size", size, 2)
-    stride = max(1, size // 4) if stride is None else stride
-    _check_int("patch stride", stride, 1)
-    ny, nx = image.shape
-    if size > min(ny, nx):
-        raise ValueError(f"a patch of {size} x {size} cells is larger than the {ny} x {nx} image")
-    corners = [sorted({*range(0, n - size + 1, stride), n - size}) for n in (ny, nx)]
-    windows = image.unfold(0, size, 1).unfold(1, size, 1)  # (ny - size + 1, nx - size + 1, s, s)
-    return windows[corners[0]][:, corners[1]].reshape(-1, size, size).contiguous()
-
-
-def stack_from_patches(
-    image: torch.Tensor, size: int, stride: int | None = None, *, grid: Grid | None = None
-) -> FieldStack:
-    """An in-memory float32 :class:`FieldStack` of the :func:`cut_patches` of ``image``; with
-    ``grid``, the image's grid, the patches' is ``Grid(size, size, size * dx, size * dy)``.
-
-    Raises:
-        ValueError: the errors of :func:`cut_patches`, or a grid of another shape than the image.
-    """
-    patches = cut_patches(image, size, stride).to(torch.float32)
-    ny, nx = torch.as_tensor(image).shape
-    if grid is not None:
-        _check_grid(grid, (ny, nx), "the image")
-        grid = Grid(size, size, size * grid.dx, size * grid.dy)
-    source = f"patches of {size} x {size} cells of a {ny} x {nx} image"
-    return FieldStack(tuple(patches.shape), partial(_fetch, "memory", patches, None), source, grid)
 
 
 def _open_array(source: Any, key: str | None, rank: int) -> tuple:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..fields import check_stack, open_image, open_stack, stack_from_patches
+from ..fields import check_stack, open_stack, read_image, stack_from_patches
 from ..grid import Grid
 from ._distributed import Parallel, init_from_environment
 from .calibration import fit_latent_gaussian
@@ -214,27 +214,28 @@ def _options(options: TrainOnOptions | None, settings: dict[str, Any]) -> TrainO
 
 
 def _open(data, options: TrainOnOptions):
-    """The stack (or the patches of an image) and its grid: the file's, else ``lx`` x ``ly``
-    (default: cells of size 1 / max(nx, ny), the longer side of length 1)."""
+    """The stack (or the patches of an image) and its grid: the file's metadata's, else
+    ``lx`` x ``ly``, else the longer side of length 1."""
     if options.patches is not None:
-        image = open_image(data, key=options.key, log=options.log)
+        image, found = read_image(data, key=options.key, log=options.log)
         ny, nx = image.shape
-        grid = Grid(nx, ny, *_size(nx, ny, options))
+        grid = _agreed(found, options, data) or Grid(nx, ny, *_size(nx, ny, options))
         stack = stack_from_patches(image, options.patches, options.stride, grid=grid)
-    else:
-        stack = open_stack(data, key=options.key, log=options.log)
-        if stack.grid is not None:
-            grid = stack.grid
-            for name, value in (("lx", grid.lx), ("ly", grid.ly)):
-                given = getattr(options, name)
-                if given is not None and not math.isclose(given, value):
-                    raise ValueError(
-                        f"{name}={given} disagrees with {stack.source}'s metadata ({value})"
-                    )
-            return stack, grid
+        return stack, stack.grid
+    stack = open_stack(data, key=options.key, log=options.log)
     ny, nx = stack.shape[1:]
-    grid = stack.grid if stack.grid is not None else Grid(nx, ny, *_size(nx, ny, options))
+    grid = _agreed(stack.grid, options, stack.source) or Grid(nx, ny, *_size(nx, ny, options))
     return stack, grid
+
+
+def _agreed(found: Grid | None, options: TrainOnOptions, source) -> Grid | None:
+    """The file's grid, checked against ``lx``/``ly`` when those are given too."""
+    if found is not None:
+        for name, value in (("lx", found.lx), ("ly", found.ly)):
+            given = getattr(options, name)
+            if given is not None and not math.isclose(given, value):
+                raise ValueError(f"{name}={given} disagrees with {source}'s metadata ({value})")
+    return found
 
 
 def _size(nx: int, ny: int, options: TrainOnOptions) -> tuple[float, float]:
