@@ -245,7 +245,7 @@ def test_prior_override_and_the_gaussian_field_prior(tiny):
         ("noise_fraction = 0.05", "noise_fraction = -1", r"noise_fraction must be a positive"),
         ('noise_kind = "absolute"', 'noise_kind = "both"', r"noise_kind must be one of"),
         ('format = "log_k"', 'format = "k"', r"\[truth\] format must be one of 'log_k', 'mdgm-k'"),
-        ("[data]\n", "[observations]\n", r"unknown key 'observations' in problem file"),
+        ("[data]\n", "[observables]\n", r"unknown key 'observables' in problem file"),
         ("source = 3.0", "source = 3.0\nrtol = 0", r"\[physics\] rtol must be \"noise\" or a"),
         ("source = 3.0", 'source = 3.0\nrtol = "tight"', r"rtol must be \"noise\" or a number"),
     ],

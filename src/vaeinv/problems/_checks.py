@@ -21,6 +21,8 @@ _TOP_KEYS = (
     "sampler",
     "multilevel",
     "decomposition",
+    "observations",
+    "experiment",
 )
 _MULTILEVEL_KEYS = ("prior", "levels", "latent")
 #: how the levels of [multilevel] share the latent
@@ -28,7 +30,7 @@ MULTILEVEL_LATENTS = ("levels", "shared")
 #: the kernel inputs a problem file can provide (coarse posteriors from [multilevel])
 PROBLEM_INPUTS = ("coarse",)
 _GRID_KEYS = ("nx", "ny", "lx", "ly")
-_PHYSICS_KEYS = ("dirichlet", "source", "solver", "rtol")
+_PHYSICS_KEYS = ("dirichlet", "source", "solver", "rtol", "wells")
 _SENSOR_KEYS = ("lattice", "file")
 _PRIOR_KEYS = ("name", "kind")
 #: what ``[prior]`` of kind "gaussian-field" may set: GaussianFieldPrior's own settings, but for

@@ -36,6 +36,7 @@ from ._checks import (
     problem_methods,
     sampler_keys,
 )
+from .experiments import parse_wells
 from .files import _read_csv, read_truth
 from .spec import MultilevelSpec, PhysicsSpec, PriorSpec, SamplerDefaults, method_budget
 
@@ -60,6 +61,7 @@ def _physics(raw: dict, grid: Grid) -> PhysicsSpec:
             table.get("solver", "auto"), "[physics] solver", ("auto", "direct", "multigrid")
         ),
         rtol=_rtol(table.get("rtol", "noise")),
+        wells=parse_wells(table.get("wells", []), grid, "[physics]"),
     )
     spec.build(grid)  # validates the set-up
     return spec

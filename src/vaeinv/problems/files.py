@@ -116,19 +116,26 @@ def make_data(problem: Problem, seed: int | None = None, path: str | Path | None
     ``value = clean + noise_std * e`` with ``e ~ N(0, I)`` from ``torch.Generator`` seeded by
     ``seed``. The file records the seed and the noise level in its comment lines.
 
+    A problem with experiments (`vaeinv.problems.experiments`) gets one file per experiment,
+    each from its flow and observations, with ``noise_std = noise_fraction * max|clean|`` over
+    the values of each kind and the experiment's seed (``seed + i`` for the ``i``-th when
+    ``seed`` is given); ``path`` is then a folder (default: each file where the problem says).
+
     Args:
         problem: the problem (its truth must be known).
         seed: the noise seed; default the problem's ``[data] seed``.
         path: where to write; default the problem's data file.
 
     Returns:
-        the path written.
+        the path written (a list of them for experiments).
 
     Raises:
         ValueError: a problem without a truth.
     """
     if problem.truth is None:
         raise ValueError(f"problem {problem.name!r} has no truth to generate data from")
+    if problem.experiments:
+        return _make_experiment_data(problem, seed, path)
     seed = problem.data_seed if seed is None else _int(seed, "seed", 0)
     with torch.no_grad():
         # the clean data from an accurate solve (DarcyFlow's default tolerance or the problem's
@@ -150,3 +157,32 @@ def make_data(problem: Problem, seed: int | None = None, path: str | Path | None
         lines.append(f"{x:.17g},{y:.17g},{v:.17g},{sd:.17g}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _make_experiment_data(problem: Problem, seed, folder) -> list[Path]:
+    from .experiments import EXPERIMENT_COLUMNS, experiment_noise
+
+    with torch.no_grad():
+        readings = problem.build_forward(accurate=True)
+        clean = readings.split(readings(problem.truth[None])[0])
+    paths = []
+    for i, (experiment, values) in enumerate(zip(problem.experiments, clean, strict=True)):
+        noise_seed = experiment.data_seed if seed is None else _int(seed, "seed", 0) + i
+        kinds = experiment.kinds
+        sd = experiment_noise(values, kinds, experiment.noise_fraction)
+        gen = torch.Generator().manual_seed(noise_seed)
+        noisy = values + sd * torch.randn(values.shape, generator=gen, dtype=torch.float64)
+        path = experiment.data_file if folder is None else Path(folder) / experiment.data_file.name
+        wells = ", ".join(f"({x:g}, {y:g}) rate {r:g}" for x, y, r in experiment.physics.wells)
+        lines = [
+            f"# {problem.name}, experiment {experiment.name!r} (wells: {wells or 'none'}), "
+            "from the truth by vaeinv.problems.make_data",
+            f"# noise: sd = {experiment.noise_fraction:g} * max |clean value| of each kind, "
+            f"seed {noise_seed}",
+            ",".join(EXPERIMENT_COLUMNS),
+        ]
+        for kind, v, s in zip(kinds, noisy.tolist(), sd.tolist(), strict=True):
+            lines.append(f"{kind},{v:.17g},{s:.17g}")
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths

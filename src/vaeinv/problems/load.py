@@ -8,6 +8,7 @@ from pathlib import Path
 from ._checks import _TOP_KEYS, _check_keys, _require
 from ._tables import _data, _grid, _multilevel, _physics, _prior, _sampler, _sensors, _truth
 from .decomposition import parse_decomposition
+from .experiments import joined_data, parse_experiments, single_experiment
 from .spec import Problem
 
 __all__ = ["list_problems", "load_problem", "problems_folder"]
@@ -80,9 +81,24 @@ def load_problem(name_or_path: str | Path, *, require_data: bool = True) -> Prob
     sensors_xy = _sensors(raw, grid, folder)
     prior = _prior(raw, folder)
     truth, truth_spec = _truth(raw, grid, folder, require_data)
-    data, noise_std, meta = _data(raw, folder, sensors_xy, require_data)
+    experiments = ()
+    if "experiment" in raw:
+        experiments = parse_experiments(raw, grid, physics, sensors_xy, folder, require_data)
+    elif "observations" in raw:
+        experiments = (
+            single_experiment(raw, name, grid, physics, sensors_xy, folder, require_data),
+        )
+    if experiments:
+        data, noise_std, meta = joined_data(experiments)
+    else:
+        data, noise_std, meta = _data(raw, folder, sensors_xy, require_data)
     multilevel = _multilevel(raw, grid, folder)
     decomposition = parse_decomposition(raw, grid, folder)
+    if experiments and (multilevel is not None or decomposition is not None):
+        raise ValueError(
+            "[multilevel] and [decomposition] read heads at the [sensors] of one experiment; "
+            "they do not take [observations] or [[experiment]] tables"
+        )
     sampler = _sampler(raw)
     from ..kernels import registry
 
@@ -110,4 +126,5 @@ def load_problem(name_or_path: str | Path, *, require_data: bool = True) -> Prob
         sampler_defaults=sampler,
         multilevel=multilevel,
         decomposition=decomposition,
+        experiments=experiments,
     )

@@ -23,12 +23,14 @@ class PhysicsSpec:
         solver: the [`DarcyFlow`][vaeinv.physics.DarcyFlow] solver.
         rtol: the multigrid tolerance; ``None`` ties it to the data's noise when a posterior
             is built ([`noise_tied_rtol`][vaeinv.physics.tolerance.noise_tied_rtol]).
+        wells: point rates ``(x, y, rate)``: negative pumps, positive injects.
     """
 
     dirichlet: dict[str, float]
     source: float = 0.0
     solver: str = "auto"
     rtol: float | None = None
+    wells: tuple[tuple[float, float, float], ...] = ()
 
     def build(self, grid: Grid, rtol: float | None = None):
         """The [`DarcyFlow`][vaeinv.physics.DarcyFlow] on ``grid``, with the spec's ``rtol``,
@@ -40,13 +42,16 @@ class PhysicsSpec:
         tol = self.rtol if self.rtol is not None else rtol
         extra = {} if tol is None else {"rtol": tol, "adjoint_rtol": max(tol, GRADIENT_RTOL)}
         return DarcyFlow(
-            grid, dirichlet=dict(self.dirichlet), source=self.source, solver=self.solver, **extra
-        )
+            grid, dirichlet=dict(self.dirichlet), source=self.source, wells=self.wells,
+            solver=self.solver, **extra,
+        )  # fmt: skip
 
     def config(self) -> dict[str, Any]:
         out = {"dirichlet": dict(self.dirichlet), "source": self.source, "solver": self.solver}
         if self.rtol is not None:
             out["rtol"] = self.rtol
+        if self.wells:
+            out["wells"] = [{"x": x, "y": y, "rate": r} for x, y, r in self.wells]
         return out
 
 
@@ -184,6 +189,10 @@ class Problem:
         multilevel: the ``[multilevel]`` table, or ``None``.
         decomposition: the ``[decomposition]`` table, or ``None``
             (`vaeinv.problems.decomposition`).
+        experiments: the [`ExperimentSpec`][vaeinv.problems.experiments.ExperimentSpec]s of a
+            problem with ``[[experiment]]`` or ``[observations]`` tables (its ``data`` and
+            ``noise_std`` their values in order); empty for one experiment of heads at the
+            sensors (`vaeinv.problems.experiments`).
     """
 
     name: str
@@ -204,6 +213,7 @@ class Problem:
     sampler_defaults: SamplerDefaults
     multilevel: MultilevelSpec | None = None
     decomposition: Any = None
+    experiments: tuple = ()
 
     def __repr__(self) -> str:
         return (
@@ -271,20 +281,35 @@ class Problem:
                 f"the prior {label!r} is on {prior_grid} but problem {self.name!r} has its "
                 f"physics on {self.grid}; choose a prior on the problem's grid"
             )
-        if self.noise_kind == "relative":
-            noise = self.noise_fraction
+        if self.experiments:
+            forward, sensors, noise = self.build_forward(), None, self.noise_std
         else:
-            noise = self.noise_std
+            forward, sensors = self.build_physics(), self.build_sensors()
+            noise = self.noise_fraction if self.noise_kind == "relative" else self.noise_std
         post = Posterior(
-            the_prior,
-            self.build_physics(),
-            self.build_sensors(),
-            self.data,
-            noise,
-            noise_kind=self.noise_kind,
+            the_prior, forward, sensors, self.data, noise, noise_kind=self.noise_kind,
             truth=self.truth,
-        )
+        )  # fmt: skip
         return post if device is None else post.to(device)
+
+    def build_forward(self, accurate: bool = False):
+        """The [`ExperimentReadings`][vaeinv.physics.experiments.ExperimentReadings] of a
+        problem with experiments: every experiment in one batch, the tolerance tied to the
+        noise of the heads (else, or ``accurate``, DarcyFlow's default)."""
+        from ..physics import noise_tied_rtol
+        from ..physics.experiments import ExperimentReadings
+
+        rtol = None
+        if not accurate and all(e.data is not None for e in self.experiments):
+            tied = [
+                noise_tied_rtol(e.noise_std[mask], e.data[mask])
+                for e in self.experiments
+                if (mask := torch.tensor([k == "head" for k in e.kinds], dtype=torch.bool)).any()
+            ]
+            rtol = min(tied) if tied else None
+        flows = [e.physics.build(self.grid, rtol) for e in self.experiments]
+        seen = [e.observations.build(self.grid) for e in self.experiments]
+        return ExperimentReadings(flows, seen, [e.name for e in self.experiments])
 
     def level_posteriors(self, prior=None, device=None) -> list:
         """The posteriors of the ``[multilevel]`` levels, coarsest first, the problem's own
