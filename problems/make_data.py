@@ -30,11 +30,25 @@ def _rows(path: Path) -> list[list[str]]:
 
 
 def _same_data(a: Path, b: Path) -> bool:
-    """Same header and values within 1e-12 (relative) in two data files."""
+    """Same header, same words (an experiment's ``kind`` column) and numbers within 1e-12
+    (relative) in two data files."""
     x, y = _rows(a), _rows(b)
     if len(x) != len(y) or x[0] != y[0]:
         return False
-    return bool(np.allclose(np.array(x[1:], float), np.array(y[1:], float), rtol=1e-12, atol=0))
+    numeric = [i for i, cell in enumerate(x[1]) if cell.strip() != "kind" and _number(cell)]
+    words = [[r[i] for i in range(len(r)) if i not in numeric] for r in x[1:] + y[1:]]
+    if words[: len(x) - 1] != words[len(x) - 1 :]:
+        return False
+    values = [np.array([[r[i] for i in numeric] for r in rows[1:]], float) for rows in (x, y)]
+    return bool(np.allclose(*values, rtol=1e-12, atol=0))
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def regenerate(name: str, *, truths: bool = False, check: bool = False) -> bool:
@@ -56,15 +70,20 @@ def regenerate(name: str, *, truths: bool = False, check: bool = False) -> bool:
             else:
                 print(f"{name}: drew {path.name} (seed {spec['seed']})")
         problem = load_problem(HERE / name, require_data=False)
+    # a problem of several experiments has a data file for each
+    targets = [e.data_file for e in problem.experiments] or [problem.data_file]
     if check:
         with tempfile.TemporaryDirectory() as tmp:
-            fresh = make_data(problem, path=Path(tmp) / "data.csv")
-            same = problem.data_file.is_file() and _same_data(fresh, problem.data_file)
-        ok &= same
-        print(f"{name}: {problem.data_file.name} {'matches' if same else 'DIFFERS'}")
+            where = Path(tmp) if problem.experiments else Path(tmp) / "data.csv"
+            fresh = make_data(problem, path=where)
+            for new, old in zip(fresh if problem.experiments else [fresh], targets, strict=True):
+                same = old.is_file() and _same_data(new, old)
+                ok &= same
+                print(f"{name}: {old.name} {'matches' if same else 'DIFFERS'}")
     else:
-        path = make_data(problem)
-        print(f"{name}: wrote {path.relative_to(HERE)} (noise seed {problem.data_seed})")
+        make_data(problem)
+        for path in targets:
+            print(f"{name}: wrote {path.relative_to(HERE)}")
     return ok
 
 

@@ -152,3 +152,50 @@ def test_bad_data_files_of_an_experiment_are_named(tomography):
     path.write_text("\n".join([*rows[:-2], rows[-1], rows[-2]]) + "\n")
     with pytest.raises(ValueError, match="row 16 is a 'flux' but the experiment's value 16"):
         load_problem(tomography)
+
+
+def test_a_run_carries_the_experiment_dimension_and_reports_each_fit(tomography, tmp_path):
+    """``vaeinv invert`` then ``vaeinv report`` on two experiments of 18 values: the groups
+    have ``(experiment, sensor)``; the report has a row per experiment."""
+    import json
+
+    from vaeinv import results
+    from vaeinv.cli import main
+
+    out = tmp_path / "tomo.nc"
+    assert main(["invert", str(tomography), "--out", str(out), "--no-progress"]) == 0
+    idata = results.load(out)
+    for group in ("observed_data", "log_likelihood", "posterior_predictive"):
+        y = idata[group]["y"]
+        assert y.dims[-2:] == ("experiment", "sensor") and y.sizes["sensor"] == 18
+        assert list(y.coords["experiment"].values) == ["pump-A", "pump-B"]
+    assert str(idata.observed_data["kind"].sel(experiment="pump-B", sensor=17).values) == "flux"
+    problem = load_problem(tomography)
+    torch.testing.assert_close(
+        torch.as_tensor(idata.observed_data["y"].values).reshape(-1), problem.data
+    )
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| pump-A | 18 |" in summary and "| pump-B | 18 |" in summary
+    fits = json.loads((tmp_path / "report" / "summary.json").read_text())["experiments"]
+    assert set(fits) == {"pump-A", "pump-B"}
+
+
+def test_experiments_of_different_lengths_keep_one_sensor_dimension(tomography):
+    """Unequal experiments: one ``sensor`` dimension with ``experiment`` and ``kind`` per value."""
+    from vaeinv.results import to_inference_data
+
+    toml = (tomography / "problem.toml").read_text()
+    toml = toml.replace('source = 0.0\ndata = "pump-B.csv"', 'source = 0.0\nobservations = '
+                        '{ fluxes = ["right"] }\ndata = "pump-B.csv"')  # fmt: skip
+    (tomography / "problem.toml").write_text(toml)
+    (tomography / "pump-B.csv").unlink()
+    problem = load_problem(tomography, require_data=False)
+    make_data(problem)
+    posterior = load_problem(tomography).posterior()
+    z = torch.zeros(1, 2, posterior.latent_dim, dtype=torch.float64)
+    idata = to_inference_data(posterior, {"z": z})
+    y = idata.observed_data["y"]
+    assert y.dims == ("sensor",) and y.sizes["sensor"] == 35  # 18 + 16 heads and a flux
+    assert list(y.coords["experiment"].values) == ["pump-A"] * 18 + ["pump-B"] * 17
+    assert list(y.coords["kind"].values[-2:]) == ["head", "flux"]

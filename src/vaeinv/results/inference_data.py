@@ -43,6 +43,7 @@ import torch
 import xarray as xr
 
 from ..provenance import versions
+from .layout import DataLayout
 
 with warnings.catch_warnings():  # ArviZ 0.2x announces its refactor on import
     warnings.simplefilter("ignore", FutureWarning)
@@ -177,12 +178,7 @@ def to_inference_data(
     chain = _numpy(draws.get("chain", np.arange(num_chains))).astype(np.int64)
     _check_shape("chain", chain, (num_chains,))
     chain_draw = {"chain": chain, "draw": draw}
-    sensor: dict[str, Any] = {"sensor": np.arange(num_sensors)}
-    sensors = getattr(posterior, "sensors", None)
-    sensor_xy = None if sensors is None else _numpy(sensors.xy).astype(np.float64)
-    if sensor_xy is not None:
-        sensor["sensor_x"] = ("sensor", sensor_xy[:, 0])
-        sensor["sensor_y"] = ("sensor", sensor_xy[:, 1])
+    layout = DataLayout(posterior, num_sensors)
 
     run_attrs = {
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -219,26 +215,29 @@ def to_inference_data(
             value = _numpy(draws[key])
             _check_shape(key, value, (num_chains, num_draws, num_sensors))
             groups[group] = xr.Dataset(
-                {"y": (("chain", "draw", "sensor"), value)},
-                coords={**chain_draw, **sensor},
+                {"y": (("chain", "draw", *layout.dims), layout.arrange(value))},
+                coords={**chain_draw, **layout.coords},
                 attrs={**group_attrs, **extra},
             )
     groups["observed_data"] = xr.Dataset(
-        {"y": (("sensor",), data)}, coords=sensor, attrs=group_attrs
+        {"y": (layout.dims, layout.arrange(data))}, coords=layout.coords, attrs=group_attrs
     )
-    groups["constant_data"] = _constant_data(posterior, sensor_xy, group_attrs)
+    groups["constant_data"] = _constant_data(posterior, layout, group_attrs)
     return az.InferenceData(attrs=run_attrs, **groups)
 
 
-def _constant_data(posterior, sensor_xy, group_attrs) -> xr.Dataset:
+def _constant_data(posterior, layout: DataLayout, group_attrs) -> xr.Dataset:
     """The ``constant_data`` group: noise, sensor positions, and the truth when known."""
-    num_sensors = _numpy(posterior.data).shape[0]
+    num_sensors = layout.num_values
     noise_std = _numpy(posterior.noise_std).astype(np.float64) * np.ones(num_sensors)
-    constant = {"noise_std": (("sensor",), noise_std)}
-    constant_coords: dict[str, Any] = {"sensor": np.arange(num_sensors)}
+    constant = {"noise_std": (layout.dims, layout.arrange(noise_std))}
+    constant_coords: dict[str, Any] = dict(layout.coords)
+    sensor_xy = layout.sensor_xy
     if sensor_xy is not None:
         constant.update(sensor_x=(("sensor",), sensor_xy[:, 0]))
         constant.update(sensor_y=(("sensor",), sensor_xy[:, 1]))
+        for name in ("sensor_x", "sensor_y"):
+            constant_coords.pop(name, None)
     truth = getattr(posterior, "truth", None)
     if truth is not None:
         truth = _numpy(truth).astype(np.float64)
@@ -376,7 +375,9 @@ def diagnostics(idata: az.InferenceData) -> dict[str, Any]:
     out["rhat_log_likelihood"] = out["ess_bulk_log_likelihood"] = math.nan
     pointwise = getattr(idata, "log_likelihood", None)
     if pointwise is not None and "y" in pointwise:
-        total = pointwise["y"].sum("sensor").rename("log_likelihood").to_dataset()
+        values = pointwise["y"]
+        observed = [d for d in values.dims if d not in ("chain", "draw")]
+        total = values.sum(observed).rename("log_likelihood").to_dataset()
         rhat, ess_bulk, _ = _extremes(total)
         out["rhat_log_likelihood"], out["ess_bulk_log_likelihood"] = rhat, ess_bulk
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .fit import experiment_fits, experiment_table, plot_predictive
 from .verdict import convergence_verdict
 
 __all__ = ["Report", "split_rhat", "summary_table", "write_report"]
@@ -300,37 +301,6 @@ def plot_ranks(idata, path: str | Path, latents: list[int], bins: int = 20) -> P
     return path
 
 
-def plot_predictive(idata, path: str | Path) -> Path:
-    """Posterior-mean predicted against observed sensor values; bars: 2 sd of the noise-free
-    prediction (vertical) and 2 noise sd (horizontal)."""
-    plt = _pyplot()
-    observed = np.asarray(idata.observed_data["y"].values, dtype=np.float64)
-    noise = np.asarray(idata.constant_data["noise_std"].values, dtype=np.float64)
-    pred = np.asarray(idata.posterior_predictive["y"].values, dtype=np.float64)
-    pred = pred.reshape(-1, pred.shape[-1])
-    fig, ax = plt.subplots(figsize=(4.6, 4.2), constrained_layout=True)
-    lo, hi = float(min(observed.min(), pred.min())), float(max(observed.max(), pred.max()))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="predicted = observed")
-    ax.errorbar(
-        observed,
-        pred.mean(axis=0),
-        xerr=2 * noise,
-        yerr=2 * pred.std(axis=0),
-        fmt="o",
-        ms=3,
-        lw=0.8,
-        label="posterior mean +- 2 sd",
-    )
-    ax.set_xlabel("observed (+- 2 noise sd)")
-    ax.set_ylabel("predicted")
-    ax.set_title("sensor values", fontsize=10)
-    ax.legend(fontsize=8)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -379,10 +349,15 @@ def write_report(
         from .decomposed import subdomain_table
 
         table += "\nper subdomain (local latents and statistics):\n\n" + subdomain_table(idata)
+    fits = experiment_fits(idata)
+    if fits:
+        table += "\nper experiment (the fit of each test's data):\n\n" + experiment_table(fits)
     files = {"summary": out / "summary.md", "json": out / "summary.json"}
     files["summary"].write_text(table)
     record = {"diagnostics": {k: _jsonable(v) for k, v in diagnostics.items()}}
     record["attrs"] = {k: _jsonable(v) for k, v in attrs.items()}
+    if fits:
+        record["experiments"] = fits
     files["json"].write_text(json.dumps(record, indent=2, default=str) + "\n")
     if "log_k" in posterior:
         files["fields"] = plot_fields(idata, out / "fields.png")
