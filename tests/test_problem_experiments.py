@@ -199,3 +199,23 @@ def test_experiments_of_different_lengths_keep_one_sensor_dimension(tomography):
     assert y.dims == ("sensor",) and y.sizes["sensor"] == 35  # 18 + 16 heads and a flux
     assert list(y.coords["experiment"].values) == ["pump-A"] * 18 + ["pump-B"] * 17
     assert list(y.coords["kind"].values[-2:]) == ["head", "flux"]
+
+
+def test_the_shipped_tomography_problem(tmp_path):
+    """Four pumping tests at four wells, each read at the 16 observation wells, the channel64
+    prior; its data files are what make_data draws from its truth and seeds."""
+    problem = load_problem("tomography")
+    assert problem.prior.name == "channel64" and problem.grid.shape == (64, 64)
+    assert [e.name for e in problem.experiments] == ["pump-SW", "pump-SE", "pump-NW", "pump-NE"]
+    wells = {e.physics.wells for e in problem.experiments}
+    assert len(wells) == 4 and all(len(w) == 1 and w[0][2] < 0 for w in wells)
+    assert all(e.kinds == ["head"] * 16 for e in problem.experiments)
+    assert problem.data.shape == (64,)
+    for fresh, experiment in zip(
+        make_data(problem, path=tmp_path), problem.experiments, strict=True
+    ):
+        again = load_problem("tomography").experiments  # the files as shipped
+        assert fresh.read_text() == experiment.data_file.read_text(), experiment.name
+    assert again[0].data.shape == (16,)
+    readings = problem.build_forward()
+    assert readings.num_experiments == 4 and readings.cost == 4
