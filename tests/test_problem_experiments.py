@@ -211,11 +211,8 @@ def test_the_shipped_tomography_problem(tmp_path):
     assert len(wells) == 4 and all(len(w) == 1 and w[0][2] < 0 for w in wells)
     assert all(e.kinds == ["head"] * 16 for e in problem.experiments)
     assert problem.data.shape == (64,)
-    for fresh, experiment in zip(
-        make_data(problem, path=tmp_path), problem.experiments, strict=True
-    ):
-        again = load_problem("tomography").experiments  # the files as shipped
-        assert fresh.read_text() == experiment.data_file.read_text(), experiment.name
-    assert again[0].data.shape == (16,)
+    fresh = make_data(problem, path=tmp_path)
+    for path, experiment in zip(fresh, problem.experiments, strict=True):
+        assert path.read_text() == experiment.data_file.read_text(), experiment.name
     readings = problem.build_forward()
     assert readings.num_experiments == 4 and readings.cost == 4
