@@ -44,11 +44,11 @@ def make_user_data(out: Path, num_fields: int) -> tuple[Path, Path]:
     return out / "stack.npy", out / "image.h5"
 
 
-def invert_demo(prior: Path, out: Path) -> dict:
+def invert_demo(prior: Path, out: Path, budget: list[str]) -> dict:
     """``vaeinv invert demo --prior PRIOR`` and the report's figures against the truth."""
     result = out / f"demo-{prior.name}.nc"
     command = [sys.executable, "-m", "vaeinv.cli", "invert", "demo", "--prior", str(prior)]
-    subprocess.run([*command, "--out", str(result), "--no-progress"], check=True)
+    subprocess.run([*command, "--out", str(result), "--no-progress", *budget], check=True)
     subprocess.run(
         [sys.executable, "-m", "vaeinv.cli", "report", str(result), "--out", str(out / prior.name)],
         check=True,
@@ -56,31 +56,42 @@ def invert_demo(prior: Path, out: Path) -> dict:
     return json.loads((out / prior.name / "summary.json").read_text())["diagnostics"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=3000, help="fields in the stack")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs at most")
     parser.add_argument("--out", default="out/own-prior", help="output folder")
-    args = parser.parse_args()
+    parser.add_argument("--stride", type=int, default=8, help="the image's patch stride")
+    for flag in ("--chains", "--warmup", "--draws"):
+        parser.add_argument(flag, type=int, help="the inversion's (default: the demo's)")
+    args = parser.parse_args(argv)
+    budget = [
+        f"--{name}={value}"
+        for name in ("chains", "warmup", "draws")
+        if (value := getattr(args, name)) is not None
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stack, image = make_user_data(out, args.fields)
     priors = {
         "stack": train_on(stack, out / "stack-prior", epochs=args.epochs, seed=1),
         "image": train_on(
-            image, out / "image-prior", patches=64, stride=8, epochs=args.epochs, seed=1
+            image, out / "image-prior", patches=64, stride=args.stride, epochs=args.epochs, seed=1
         ),
     }
+    rows = {}
     print("\n| prior | fields | quality targets met | reconstruction | rel. L2 | 2-sd coverage |")
     print("|---|---:|---|---:|---:|---:|")
     for name, trained in priors.items():
         quality = trained.quality
         met = f"{sum(quality['targets'].values())} of {len(quality['targets'])}"
-        summary = invert_demo(trained.folder, out)
+        summary = invert_demo(trained.folder, out, budget)
         print(
             f"| {name} | {trained.num_fields} | {met} | {quality['reconstruction']['mean']:.3f} "
             f"| {summary['rel_l2_error']:.3f} | {100 * summary['coverage_2sd']:.1f} % |"
         )
+        rows[name] = {"trained": trained, "summary": summary}
+    return rows
 
 
 if __name__ == "__main__":

@@ -53,3 +53,20 @@ def test_inversion_in_python_example(tmp_path):
         assert 0 < figures["rel_l2"] < 1.5
         back = az.from_netcdf(tmp_path / f"{name}.nc")
         assert back.posterior["log_k"].shape == (2, 20, 64, 64)
+
+
+@pytest.mark.slow
+def test_prior_from_your_fields_example(tmp_path):
+    """Small: 300 fields, and the training image cut every 16 cells (441 patches, more than
+    the 256 latents), one epoch each, a short inversion of the demo with each."""
+    from vaeinv import Prior
+
+    example = load("04_prior_from_your_fields")
+    flags = ["--fields", "300", "--epochs", "1", "--stride", "16", "--out", str(tmp_path)]
+    rows = example.main([*flags, "--chains", "2", "--warmup", "30", "--draws", "5"])
+    assert set(rows) == {"stack", "image"}
+    assert rows["image"]["trained"].num_fields == 21 * 21  # corners 0, 16, ..., 320
+    for name, row in rows.items():
+        assert Prior.load(row["trained"].folder).grid.shape == (64, 64)
+        assert 0 < row["summary"]["rel_l2_error"] < 1.5, name
+        assert (tmp_path / f"{name}-prior" / "quality.md").is_file()
