@@ -21,7 +21,7 @@ import torch
 from ..grid import SIDES, Grid
 from .sensors import PointSensors
 
-__all__ = ["KINDS", "Observations"]
+__all__ = ["KINDS", "Observations", "side_fluxes"]
 
 #: the observation kinds, in the order their values come
 KINDS = ("head", "head-difference", "flux")

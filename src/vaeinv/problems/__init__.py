@@ -20,6 +20,7 @@ are errors)::
     solver = "auto"                          # optional: "auto" | "direct" | "multigrid"
     rtol = "noise"                           # optional: multigrid tolerance, "noise" ties it
                                              # to the data's noise (noise_tied_rtol) or a number
+    wells = [{ x = 0.5, y = 0.5, rate = -1.0 }]  # optional: < 0 pumps, > 0 injects
 
     [sensors]                                # exactly one of:
     lattice = 8                              # PointSensors.lattice(grid, 8)
@@ -55,6 +56,10 @@ are errors)::
     chunk_size = 100
     [sampler.hmc]                            # options of one method, passed to vaeinv.sample
     target_accept = 0.65
+
+Optional ``[observations]`` (heads, head differences, side fluxes) and ``[[experiment]]`` tables
+(several field tests on the same field, each with its own wells and data file, instead of
+``[data]``) are described in `vaeinv.problems.experiments`.
 
 The data file's sensor positions must be those of ``[sensors]``, in the same order.
 [`make_data`][vaeinv.problems.make_data] regenerates it from the truth.

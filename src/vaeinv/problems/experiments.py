@@ -84,10 +84,6 @@ class ObservationSpec:
         return Observations(grid, self.heads, self.differences, self.fluxes)
 
     @property
-    def heads_only(self) -> bool:
-        return self.differences is None and not self.fluxes
-
-    @property
     def kinds(self) -> list[str]:
         """The kind of each value, in order (heads, head differences, fluxes)."""
         heads = 0 if self.heads is None else self.heads.shape[0]
