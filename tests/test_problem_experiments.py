@@ -127,7 +127,7 @@ def _broken(tmp_path, toml, match, *, data=True):
         ('fluxes = ["left"]', 'fluxes = ["top"]', r"no-flow side\(s\) \['top'\]"),
         ('fluxes = ["left"]', 'fluxes = ["east"]', "unknown side 'east'"),
         ("differences = [[0.1, 0.5, 0.9, 0.5]]", "differences = [[0.1, 0.5, 0.9]]",
-         r"rows \[x1, y1, x2, y2\]"),
+         r"rows \(x1, y1, x2, y2\)"),
         ("[observations]\n", "[observations]\nwells = 3\n", "unknown key 'wells'"),
         ('name = "pump-B"', 'name = "pump-A"', "new non-empty string"),
         ("[[experiment]]\nname = \"pump-A\"", "[data]\nfile = \"x.csv\"\n\n[[experiment]]\n"

@@ -137,6 +137,12 @@ class Grid:
         (x0, y0), (x1, y1) = self.origin, self.corner
         return x0 <= x <= x1 and y0 <= y <= y1
 
+    def cell_of(self, x: float, y: float) -> tuple[int, int]:
+        """``(iy, ix)`` of the cell containing ``(x, y)`` (the upper cell on a shared edge)."""
+        ix = min(math.floor((x - self.origin[0]) / self.dx), self.nx - 1)
+        iy = min(math.floor((y - self.origin[1]) / self.dy), self.ny - 1)
+        return iy, ix
+
     def check_field(self, field: torch.Tensor, name: str = "field") -> None:
         """Raise ``ValueError`` unless ``field`` is a tensor shaped ``(..., ny, nx)``."""
         if not isinstance(field, torch.Tensor):

@@ -130,11 +130,18 @@ def test_bad_data_is_refused_before_any_training(tmp_path, stack, recipe):
     _bad(stack, tmp_path, r"unknown key\(s\) \['data'\]", recipe=bad_recipe)
 
 
-def test_options_object_and_keywords_combine():
-    options = TrainOnOptions(latent_dim=8, log=True)
-    with pytest.raises(ValueError, match="positive length"):
-        TrainOnOptions(lx=-1.0)
-    assert options.latent_dim == 8
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"lx": -1.0}, "lx must be a positive length"),
+        ({"log": "yes"}, "log must be True or False"),
+        ({"epochs": 2.5}, "epochs must be a positive integer"),
+        ({"validation_fraction": -0.1}, r"validation_fraction must be in \[0, 0.5\]"),
+    ],
+)
+def test_bad_options_are_refused_on_construction(settings, match):
+    with pytest.raises(ValueError, match=match):
+        TrainOnOptions(**settings)
 
 
 def test_the_epoch_batches_of_two_processes_split_each_batch_once():

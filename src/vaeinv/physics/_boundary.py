@@ -45,16 +45,9 @@ class FlowSetup:
         the wells, each in the cell containing it."""
         rates = self.source * self.grid.cell_area
         for well in self.wells:
-            iy, ix = self.cell_of(well.x, well.y)
+            iy, ix = self.grid.cell_of(well.x, well.y)
             rates[iy, ix] += well.rate
         return rates
-
-    def cell_of(self, x: float, y: float) -> tuple[int, int]:
-        """``(iy, ix)`` of the cell containing ``(x, y)`` (the upper cell on a shared edge)."""
-        g = self.grid
-        ix = min(math.floor((x - g.origin[0]) / g.dx), g.nx - 1)
-        iy = min(math.floor((y - g.origin[1]) / g.dy), g.ny - 1)
-        return iy, ix
 
 
 def _dirichlet(grid: Grid, dirichlet) -> dict[str, np.ndarray]:

@@ -133,3 +133,13 @@ def check_sampler_options(method: str, options: Any, where: str = "sampler optio
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
     return dict(options)
+
+
+def _dirichlet(value: Any, where: str) -> dict[str, float]:
+    """A ``dirichlet = {side: pressure}`` table: at least one known side, numbers."""
+    from ..grid import SIDES
+
+    _check_keys(value, SIDES, f"{where} dirichlet")
+    if not value:
+        raise ValueError(f"{where} dirichlet must name at least one side of {', '.join(SIDES)}")
+    return {s: _float(v, f"{where} dirichlet.{s}") for s, v in value.items()}

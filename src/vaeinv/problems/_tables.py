@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..grid import SIDES, Grid
+from ..grid import Grid
 from ._checks import (
     _DATA_COLUMNS,
     _DATA_KEYS,
@@ -28,6 +28,7 @@ from ._checks import (
     MULTILEVEL_LATENTS,
     _check_keys,
     _choice,
+    _dirichlet,
     _file,
     _float,
     _int,
@@ -50,12 +51,8 @@ def _grid(raw: dict) -> Grid:
 
 def _physics(raw: dict, grid: Grid) -> PhysicsSpec:
     table = _check_keys(_require(raw, "physics", "problem"), _PHYSICS_KEYS, "[physics]")
-    dirichlet = _require(table, "dirichlet", "[physics]")
-    _check_keys(dirichlet, SIDES, "[physics] dirichlet")
-    if not dirichlet:
-        raise ValueError(f"[physics] dirichlet must name at least one side of {', '.join(SIDES)}")
     spec = PhysicsSpec(
-        dirichlet={s: _float(v, f"[physics] dirichlet.{s}") for s, v in dirichlet.items()},
+        dirichlet=_dirichlet(_require(table, "dirichlet", "[physics]"), "[physics]"),
         source=_float(table.get("source", 0.0), "[physics] source"),
         solver=_choice(
             table.get("solver", "auto"), "[physics] solver", ("auto", "direct", "multigrid")

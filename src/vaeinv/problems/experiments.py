@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from ..grid import SIDES, Grid
-from ._checks import _check_keys, _file, _float, _int, _require
+from ._checks import _check_keys, _dirichlet, _file, _float, _int, _require
 from .spec import PhysicsSpec
 
 __all__ = [
@@ -131,8 +131,7 @@ def parse_wells(value: Any, grid: Grid, where: str) -> tuple[tuple[float, float,
         x, y, rate = (_float(_require(table, k, label), f"{label}.{k}") for k in _WELL_KEYS)
         if not grid.contains(x, y):
             raise ValueError(f"{label} at ({x}, {y}) lies outside the domain {grid.domain}")
-        cell = (min(int((y - grid.origin[1]) / grid.dy), grid.ny - 1),
-                min(int((x - grid.origin[0]) / grid.dx), grid.nx - 1))  # fmt: skip
+        cell = grid.cell_of(x, y)
         if cell in cells:
             raise ValueError(
                 f"{label} at ({x}, {y}) is in cell (iy, ix) = {cell}, as wells[{cells[cell]}]: "
@@ -153,12 +152,10 @@ def parse_observations(table: Any, sensors_xy: torch.Tensor, grid: Grid, where: 
         raise ValueError(f"{where} heads must be true (at the [sensors]) or false, got {heads!r}")
     pairs = table.get("differences")
     if pairs is not None:
-        try:
+        try:  # the shape is checked by Observations below
             pairs = torch.tensor(pairs, dtype=torch.float64)
         except (TypeError, ValueError):
             raise ValueError(f"{where} differences must be rows [x1, y1, x2, y2]") from None
-        if pairs.dim() != 2 or pairs.shape[1] != 4:
-            raise ValueError(f"{where} differences must be rows [x1, y1, x2, y2], got {pairs}")
     fluxes = table.get("fluxes", [])
     if not isinstance(fluxes, list) or not all(isinstance(s, str) for s in fluxes):
         raise ValueError(f"{where} fluxes must be a list of sides {SIDES}, got {fluxes!r}")
@@ -197,10 +194,7 @@ def parse_experiments(
         seen = shared
         if "observations" in table:
             seen = parse_observations(table["observations"], sensors_xy, grid, where)
-        try:
-            seen.build(grid).check_flow(physics.build(grid))
-        except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+        _check_observed(seen, physics, grid, where)
         out.append(_experiment(table, name, physics, seen, folder, require, where))
     return tuple(out)
 
@@ -218,11 +212,16 @@ def single_experiment(raw: dict, name: str, grid: Grid, physics: PhysicsSpec, se
         )
     table["data"] = _require(table, "file", "[data]")
     table.pop("file")
+    _check_observed(seen, physics, grid, "[observations]")
+    return _experiment(table, name, physics, seen, folder, require, "[data]")
+
+
+def _check_observed(seen: ObservationSpec, physics: PhysicsSpec, grid: Grid, where: str) -> None:
+    """Raise unless every flux observed goes through a side with fixed pressures."""
     try:
         seen.build(grid).check_flow(physics.build(grid))
     except ValueError as error:
-        raise ValueError(f"[observations]: {error}") from None
-    return _experiment(table, name, physics, seen, folder, require, "[data]")
+        raise ValueError(f"{where}: {error}") from None
 
 
 def joined_data(experiments) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
@@ -237,13 +236,9 @@ def joined_data(experiments) -> tuple[torch.Tensor | None, torch.Tensor | None, 
 
 
 def _experiment_physics(table: dict, grid: Grid, base: PhysicsSpec, where: str) -> PhysicsSpec:
-    dirichlet = table.get("dirichlet", base.dirichlet)
-    _check_keys(dirichlet, SIDES, f"{where} dirichlet")
-    if not dirichlet:
-        raise ValueError(f"{where} dirichlet must name at least one side of {', '.join(SIDES)}")
     wells = parse_wells(table["wells"], grid, where) if "wells" in table else base.wells
     return PhysicsSpec(
-        dirichlet={s: _float(v, f"{where} dirichlet.{s}") for s, v in dirichlet.items()},
+        dirichlet=_dirichlet(table.get("dirichlet", base.dirichlet), where),
         source=_float(table.get("source", base.source), f"{where} source"),
         solver=base.solver,
         rtol=base.rtol,

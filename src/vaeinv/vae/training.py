@@ -216,13 +216,7 @@ def train(
     fields = _source(fields, model_config)
     cond = _check_cond(cond, fields, model_config)
     cfg, out = train_config, Path(out_dir)
-    num_val = math.ceil(cfg.val_fraction * len(fields)) if cfg.val_fraction else 0
-    if len(fields) - num_val < 1:
-        raise ValueError(
-            f"{len(fields)} fields leave none for training at val_fraction={cfg.val_fraction}"
-        )
-    order = torch.randperm(len(fields), generator=torch.Generator().manual_seed(cfg.seed))
-    val_index, train_index = order[:num_val], order[num_val:]
+    val_index, train_index = split_fields(len(fields), cfg)
     model = init_vae(model_config, cfg.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
@@ -253,7 +247,7 @@ def train(
                 *_run_epoch(net, batches, fields, cond, cfg, optimizer, noise, device, bar)
             )
             val_terms = None
-            if num_val and group.main:
+            if len(val_index) and group.main:
                 val_terms = _validate(model, val_index, fields, cond, cfg, device)
             val_terms = group.share(val_terms)
             record = {"epoch": epoch, "train": train_terms, "val": val_terms}
@@ -278,6 +272,20 @@ def train(
         stopped_early=info["stopped_early"],
         out_dir=out,
     )
+
+
+def split_fields(num: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(validation, training)`` indices of ``num`` fields: the first ``ceil(val_fraction *
+    num)`` of a permutation seeded by ``cfg.seed``, and the rest.
+
+    Raises:
+        ValueError: no field left for training.
+    """
+    num_val = math.ceil(cfg.val_fraction * num) if cfg.val_fraction else 0
+    if num - num_val < 1:
+        raise ValueError(f"{num} fields leave none for training at val_fraction={cfg.val_fraction}")
+    order = torch.randperm(num, generator=torch.Generator().manual_seed(cfg.seed))
+    return order[:num_val], order[num_val:]
 
 
 def _validate(model, val_index, fields, cond, cfg: TrainConfig, device) -> dict[str, float]:

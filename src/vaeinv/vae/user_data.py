@@ -39,7 +39,7 @@ from .calibration import fit_latent_gaussian
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, VAEConfig, from_dict, to_dict
 from .quality import quality_report, write_quality_report
-from .training import TrainResult, train
+from .training import TrainResult, split_fields, train
 
 __all__ = ["DEFAULT_RECIPE", "TrainOnOptions", "TrainOnResult", "train_on"]
 
@@ -331,10 +331,8 @@ def _finish(result: TrainResult, stack, cfg: TrainConfig, calibrate: bool, grid,
     checkpoint = folder / "model.safetensors"
     saved = load_checkpoint(checkpoint)
     model = saved.model
-    n = len(stack)
-    num_val = math.ceil(cfg.val_fraction * n) if cfg.val_fraction else 0
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
-    held, trained = order[:num_val], order[num_val:]
+    held, trained = split_fields(len(stack), cfg)  # the training run's split
+    num_val = len(held)
     if calibrate:
         fit_latent_gaussian(model, _Rows(stack, trained))
         save_checkpoint(
